@@ -1,0 +1,38 @@
+# The README's commands. Each installs what it needs into a local virtual environment (.venv) first.
+VENV ?= .venv
+PYTHON ?= python3
+# torch/torchvision pair installed before the package; override on machines that need another build.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
+
+.PHONY: install demo theory test lint bench data
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev,slurm]"
+	touch $@
+
+install: $(STAMP)
+
+# Fashion-MNIST for the demo: Debian's package where apt is usable, otherwise torchvision downloads it.
+data:
+	@if [ ! -d $(FASHION_MNIST_DEB) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) \
+		>/dev/null || echo "dataset-fashion-mnist not installed; torchvision will try to download Fashion-MNIST"; fi
+
+theory: $(STAMP)
+	$(VENV)/bin/varshift-theory --out results/theory
+
+demo: theory
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check varshift analysis tests benchmarks experiments
+
+bench: $(STAMP)
+	$(PY) benchmarks/loader_throughput.py

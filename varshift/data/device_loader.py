@@ -1,0 +1,108 @@
+"""A loader that keeps a whole dataset on the training device and augments it there, batched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from varshift.data.augment import crop_and_flip, normalise, normaliser
+from varshift.data.checks import check_int
+from varshift.data.seeds import Stream, generator
+
+
+class DeviceLoader:
+    """Iterate ``(x, y)`` batches of uint8 images held on ``device``.
+
+    The images are moved to ``device`` once (a tensor already there is shared, not copied). Each batch
+    is gathered, randomly cropped from the image zero-padded by ``crop_padding`` pixels, mirrored with
+    probability 1/2 when ``flip``, and normalised by ``mean`` and ``std`` (per channel, for pixel values
+    in [0, 1]), all on ``device`` and for the whole batch at once. ``x`` is float32 ``[B, C, H, W]``,
+    ``y`` int64 ``[B]``.
+
+    The order (a fresh permutation when ``shuffle``) and the augmentation depend only on ``seed`` and
+    the epoch given to :meth:`set_epoch`, and are drawn on the CPU: the same seed and epoch give the same
+    batches on every device, and a run resumed at epoch ``e`` sees what an uninterrupted run sees. Call
+    :meth:`set_epoch` before each epoch; iterating twice without it repeats the epoch.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_padding: int = 0,
+        flip: bool = False,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
+        if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"labels must be int64 [{images.shape[0]}] (one per image), "
+                f"got {labels.dtype} {list(labels.shape)}"
+            )
+        if len(images) == 0:
+            raise ValueError("images is empty; a loader needs at least one image")
+        channels = images.shape[1]
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise ValueError(
+                f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({channels}), std > 0"
+            )
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        if drop_last and batch_size > len(images):
+            raise ValueError(f"drop_last with batch_size={batch_size} > {len(images)} images gives no batch")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.crop_padding = check_int(crop_padding, "crop_padding", 0)
+        self.flip = bool(flip)
+        self.shuffle = bool(shuffle)
+        self.seed = check_int(seed, "seed", 0)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self._scale, self._shift = normaliser(mean, std, self.device)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int(epoch, "epoch", 0)
+
+    def _draws(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """This epoch's order, crop offsets ``[2, N]`` and flips ``[N]`` (None where unused), on device."""
+        rng = generator(self.seed, Stream.EPOCH, self.epoch)
+        n = self.num_samples
+        order = torch.randperm(n, generator=rng) if self.shuffle else None
+        offsets = None
+        if self.crop_padding:
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), generator=rng)
+        flips = torch.rand(n, generator=rng) < 0.5 if self.flip else None
+        return tuple(None if t is None else t.to(self.device) for t in (order, offsets, flips))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, offsets, flips = self._draws()
+        for batch in range(len(self)):
+            span = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            index = span if order is None else order[span]
+            x, y = self.images[index], self.labels[index]
+            if offsets is not None or flips is not None:
+                x = crop_and_flip(
+                    x,
+                    self.crop_padding,
+                    None if offsets is None else offsets[:, span],
+                    None if flips is None else flips[span],
+                )
+            yield normalise(x, self._scale, self._shift), y

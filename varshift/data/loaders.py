@@ -1,0 +1,97 @@
+"""The four loaders a training run uses, built from a dataset's name and its YAML metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from varshift.data.device_loader import DeviceLoader
+from varshift.data.info import DatasetInfo, dataset_info
+from varshift.data.seeds import Stream, generator
+from varshift.data.sources import load_dataset
+from varshift.data.subsets import balanced_indices, held_out_split, subset_size
+
+
+class Loaders(NamedTuple):
+    """``train``: shuffled, augmented. ``train_eval``: the same images, augmented, in order (for the
+    variance probes and BN recalibration). ``val``: held-out training images, plain (None without
+    ``val_split``). ``test``: plain, in order."""
+
+    info: DatasetInfo
+    train: DeviceLoader
+    test: DeviceLoader
+    val: DeviceLoader | None
+    train_eval: DeviceLoader
+
+
+def build_loaders(
+    name: str,
+    root: str | Path,
+    *,
+    batch_size: int,
+    test_batch_size: int,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    subset: float | int | None = None,
+    test_subset: float | int | None = None,
+    val_split: float = 0.0,
+    download: bool = False,
+    augment: bool = True,
+    verify: bool = True,
+    info: DatasetInfo | None = None,
+) -> Loaders:
+    """Load dataset ``name`` from ``root`` and build its loaders on ``device``.
+
+    ``subset`` / ``test_subset``: a fraction (float) in (0, 1] or a count (int) of the training / test
+    images, class-balanced, chosen with ``seed``. ``val_split``: the fraction of the (subset of the)
+    training images held out, class-balanced, as ``val``. ``augment=False`` turns crop and flip off.
+    ``info``: the metadata to use (e.g. from an overridden ``cfg.dataset``); by default the YAML's.
+    """
+    info = dataset_info(name) if info is None else info
+    if info.name != name:
+        raise ValueError(f"info is for dataset {info.name!r}, not {name!r}")
+    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
+        raise ValueError(f"val_split={val_split!r} is not allowed: give a fraction in [0, 1)")
+    splits = load_dataset(name, root, download=download, verify=verify)
+    expected = [info.channels, info.size, info.size]
+    if list(splits.train_images.shape[1:]) != expected:
+        raise ValueError(
+            f"{name} images at {root} are {list(splits.train_images.shape[1:])}, the metadata says {expected}"
+        )
+    train_images, train_labels = _balanced_subset(
+        splits.train_images, splits.train_labels, subset, seed, Stream.TRAIN_SUBSET, "subset"
+    )
+    test_images, test_labels = _balanced_subset(
+        splits.test_images, splits.test_labels, test_subset, seed, Stream.TEST_SUBSET, "test_subset"
+    )
+    device = torch.device(device)
+    common = dict(mean=info.mean, std=info.std, device=device, seed=seed)
+    evaluation = dict(batch_size=test_batch_size, **common)
+    val = None
+    if val_split:
+        kept, held_out = held_out_split(train_labels, float(val_split), generator(seed, Stream.VAL_SPLIT))
+        val = DeviceLoader(train_images[held_out], train_labels[held_out], **evaluation)
+        train_images, train_labels = train_images[kept], train_labels[kept]
+    train_images, train_labels = train_images.to(device), train_labels.to(device)  # one copy for two loaders
+    augmentation = dict(crop_padding=info.crop_padding, flip=info.flip) if augment else {}
+    return Loaders(
+        info=info,
+        train=DeviceLoader(
+            train_images, train_labels, batch_size=batch_size, shuffle=True, **augmentation, **common
+        ),
+        test=DeviceLoader(test_images, test_labels, **evaluation),
+        val=val,
+        train_eval=DeviceLoader(train_images, train_labels, **augmentation, **evaluation),
+    )
+
+
+def _balanced_subset(
+    images: torch.Tensor, labels: torch.Tensor, subset, seed: int, stream: Stream, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    count = subset_size(subset, len(labels), what)
+    if count == len(labels):
+        return images, labels
+    index = balanced_indices(labels, count, generator(seed, stream))
+    return images[index], labels[index]

@@ -1,0 +1,26 @@
+"""Independent random streams derived from one run seed, so each draw depends only on its keys."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+from varshift.data.checks import check_int
+
+
+class Stream(IntEnum):
+    """What a random stream is for; part of its key, so streams never coincide."""
+
+    EPOCH = 0
+    TRAIN_SUBSET = 1
+    VAL_SPLIT = 2
+    TEST_SUBSET = 3
+
+
+def generator(seed: int, stream: Stream, *keys: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, stream, *keys)`` alone (the same on every device)."""
+    entropy = [check_int(seed, "seed", 0), int(stream), *keys]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))

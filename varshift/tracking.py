@@ -1,0 +1,105 @@
+"""Where a run's records go: files in the run directory always, wandb when enabled.
+
+The files are the source of truth (DESIGN.md, "Outputs of one run"): ``metrics.jsonl`` (one object
+per epoch), ``variance.csv`` (the per-layer variance shift at every probe), ``alignment.csv``
+(cos^2 and d cos^2 of every conv layer) and ``summary.json``. Each is rewritten atomically from the
+history held in memory, so a run killed at any moment leaves complete files, and a resumed run
+rewrites them from the history stored in its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from varshift.io import atomic_write_json, atomic_write_text
+
+VARIANCE_COLUMNS = ["stage", "epoch", "layer", "name", "moving_var", "real_var", "train_var", "shift"]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class RunRecorder:
+    """Collects a run's epochs and variance tables, writes them to ``run_dir`` and to wandb."""
+
+    def __init__(self, run_dir: Path, config: dict):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.epochs: list[dict] = []
+        self.variance: list[dict] = []
+        self._wandb_run = None
+
+    # -- history (stored in checkpoints so a resumed run continues the same files) --
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs, "variance": self.variance}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = list(state["epochs"])
+        self.variance = list(state["variance"])
+        self.write_files()
+
+    # -- wandb --
+    def start_wandb(self) -> None:
+        settings = self.config["logger"]["wandb"]
+        if settings["mode"] == "disabled":
+            return
+        import wandb  # imported only when enabled: wandb is never needed for a run to work
+
+        run_id = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+        self._wandb_run = wandb.init(
+            project=settings["project"], entity=settings["entity"], mode=settings["mode"],
+            tags=settings["tags"], group=self.config["experiment_name"], dir=str(self.run_dir),
+            name=self.run_dir.name, id=run_id, resume="allow", config=flatten(self.config), reinit=True)
+
+    def finish_wandb(self, exit_code: int) -> None:
+        if self._wandb_run is not None:
+            self._wandb_run.finish(exit_code=exit_code)
+            self._wandb_run = None
+
+    # -- records --
+    def log_epoch(self, row: dict) -> None:
+        self.epochs.append(row)
+        if self._wandb_run is not None:
+            self._wandb_run.log(row, step=row["epoch"])
+
+    def log_variance(self, table: pd.DataFrame, stage: str, epoch: int) -> None:
+        rows = table.assign(stage=stage, epoch=epoch)[VARIANCE_COLUMNS].to_dict("records")
+        self.variance.extend(rows)
+        if self._wandb_run is not None:
+            import wandb
+
+            frame = pd.DataFrame(rows)
+            self._wandb_run.log({f"variance/{stage}": wandb.Table(dataframe=frame),
+                                 f"mean_shift/{stage}": float(frame["shift"].mean())}, step=epoch)
+
+    def write_files(self) -> None:
+        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.epochs)
+        atomic_write_text(self.run_dir / "metrics.jsonl", lines)
+        frame = pd.DataFrame(self.variance, columns=VARIANCE_COLUMNS)
+        atomic_write_text(self.run_dir / "variance.csv", frame.to_csv(index=False))
+
+    def write_alignment(self, table: pd.DataFrame) -> None:
+        atomic_write_text(self.run_dir / "alignment.csv", table.to_csv(index=False))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        if self._wandb_run is not None:
+            self._wandb_run.summary.update(flatten(summary))
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None

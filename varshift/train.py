@@ -1,0 +1,345 @@
+"""The training loop of ``varshift-train``: one run from a plain config to a complete run directory.
+
+A run trains with SGD, records every epoch, probes the variance shift of every BN layer, then
+recalibrates BN and measures again (DESIGN.md, "Outputs of one run"). After every epoch it writes
+``checkpoint.pt`` atomically; rerunning in the same directory resumes from it (the data order and
+augmentation depend only on the seed and the epoch, and the RNG state is in the checkpoint, so the
+resumed run ends with the same numbers as an uninterrupted one). A finished run is not repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+import varshift
+from varshift import theory
+from varshift.bn import recalibrate_bn
+from varshift.data import DatasetInfo, Loaders, build_loaders
+from varshift.io import atomic_write
+from varshift.models import build_model
+from varshift.probes import measure_variance_shift
+from varshift.tracking import RunRecorder, flatten, read_summary
+
+CHECKPOINT = "checkpoint.pt"
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = ("logger.", "trainer.progress", "trainer.device", "trainer.threads", "dataset.root",
+                     "dataset.download", "dataset.verify")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"config trainer.device={name!r} is not allowed: no CUDA device here (use auto or cpu)")
+    return torch.device(name)
+
+
+def switch_on(value: str, device: torch.device) -> bool:
+    """``auto`` switches a GPU speed-up on for CUDA devices only."""
+    return device.type == "cuda" if value == "auto" else value == "on"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_optimizer(model: nn.Module, optim: dict, device: torch.device) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                           nesterov=optim["nesterov"], weight_decay=optim["weight_decay"],
+                           fused=device.type == "cuda")
+
+
+def lr_factor(optim: dict, epochs: int):
+    """The learning-rate multiplier of each epoch (0-based), for ``LambdaLR``."""
+    milestones = [round(m * epochs) for m in optim["milestones"]]
+    if optim["schedule"] == "multistep":
+        return lambda e: optim["gamma"] ** sum(e >= m for m in milestones)
+    if optim["schedule"] == "cosine":
+        return lambda e: 0.5 * (1.0 + math.cos(math.pi * e / epochs))
+    return lambda e: 1.0
+
+
+def l1_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of |w| over conv and linear weights (BN parameters and biases are left alone)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(w.abs().sum() for w in weights)
+
+
+def alignment_table(model: nn.Module):
+    import pandas as pd
+
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            result = theory.weight_alignment(module.weight)
+            rows.append({"layer": len(rows), "name": name, "d": result.d, "cos2": result.cos2,
+                         "d_cos2": result.d_cos2})
+    return pd.DataFrame(rows, columns=["layer", "name", "d", "cos2", "d_cos2"])
+
+
+class Trainer:
+    """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
+
+    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None):
+        """``loaders`` replaces the dataset of ``cfg`` (benchmarks pass synthetic data)."""
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        trainer = cfg["trainer"]
+        self.device = resolve_device(trainer["device"])
+        self.bf16 = switch_on(trainer["bf16"], self.device)
+        self.channels_last = switch_on(trainer["channels_last"], self.device)
+        if trainer["threads"] is not None:
+            torch.set_num_threads(trainer["threads"])
+        seed_everything(cfg["seed"], trainer["deterministic"])
+        data = cfg["dataset"]
+        self.loaders = loaders or build_loaders(
+            data["name"], data["root"], batch_size=trainer["batch_size"],
+            test_batch_size=trainer["test_batch_size"], device=self.device, seed=cfg["seed"],
+            subset=data["subset"], test_subset=data["test_subset"], val_split=data["val_split"],
+            download=data["download"], verify=data["verify"], info=DatasetInfo.from_config(data))
+        info = self.loaders.info
+        self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
+                                 dropout=cfg["dropout"], position=cfg["dropout"]["position"],
+                                 **cfg["model"]["kwargs"]).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if trainer["compile"] else self.model
+        self.optimizer = build_optimizer(self.model, cfg["optim"], self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_factor(cfg["optim"], trainer["epochs"]))
+        self.recorder = RunRecorder(self.run_dir, cfg)
+        self.epoch = 0
+        self.best_val_acc = -1.0
+        self.epochs_without_improvement = 0
+        self.best_test_acc = 0.0
+        self.wall_time = 0.0
+
+    # -- checkpoints --
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
+                "best_val_acc": self.best_val_acc, "epochs_without_improvement": self.epochs_without_improvement,
+                "best_test_acc": self.best_test_acc, "wall_time": self.wall_time, "config": self.cfg}
+
+    def save_checkpoint(self) -> None:
+        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(self.state_dict(), tmp))
+
+    def resume(self) -> bool:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.check_same_config(state["config"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.recorder.load_state_dict(state["recorder"])
+        for key in ("epoch", "best_val_acc", "epochs_without_improvement", "best_test_acc", "wall_time"):
+            setattr(self, key, state[key])
+        return True
+
+    def check_same_config(self, saved: dict) -> None:
+        old, new = flatten(saved), flatten(self.cfg)
+        changed = sorted(k for k in old.keys() | new.keys()
+                         if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
+        if changed:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ValueError(f"{self.run_dir / CHECKPOINT} was written with another config ({details}); "
+                             "resume with the same config or choose a new run directory (hydra.run.dir=...)")
+
+    # -- one pass --
+    def autocast(self):
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def train_one_epoch(self) -> dict:
+        self.model.train()
+        loader = self.loaders.train
+        loader.set_epoch(self.epoch)
+        l1 = self.cfg["optim"]["l1"]
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        bar = tqdm(loader, desc=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}", leave=False,
+                   disable=not self.cfg["trainer"]["progress"], unit="batch")
+        for x, y in bar:
+            with self.autocast():
+                logits = self.forward(self.prepare(x))
+                loss = F.cross_entropy(logits, y)
+                objective = loss + l1 * l1_penalty(self.model) if l1 > 0 else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            self.optimizer.step()
+            # accumulated on the device: no host synchronisation inside the step
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+        return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> tuple[float, float]:
+        """Loss and accuracy (%) in eval mode."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for x, y in loader:
+            with self.autocast():
+                logits = self.forward(self.prepare(x))
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+        return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+    def probe_batches(self):
+        return self.loaders.train_eval
+
+    def measure_shift(self, stage: str) -> float:
+        table = measure_variance_shift(self.model, self.probe_batches(), max_batches=self.cfg["probe"]["batches"])
+        self.recorder.log_variance(table, stage, self.epoch)
+        return float(table["shift"].mean())
+
+    def train_eval_accuracy(self) -> float:
+        self.loaders.train_eval.set_epoch(self.epoch)
+        return self.evaluate(self.loaders.train_eval)[1]
+
+    # -- the run --
+    def run_epoch(self) -> bool:
+        """Train one epoch, record it, checkpoint; return False when training should stop early."""
+        self.epoch += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        row = {"epoch": self.epoch, "lr": lr, **self.train_one_epoch()}
+        seconds = time.perf_counter() - start
+        if not math.isfinite(row["train_loss"]):
+            raise TrainingDiverged(
+                f"the training loss became {row['train_loss']} in epoch {self.epoch} (optim.lr={lr}); the run "
+                f"stops and keeps its last good checkpoint (epoch {self.epoch - 1}) in {self.run_dir}. "
+                "Lower optim.lr or the dropout rate, or switch trainer.bf16=off.")
+        self.scheduler.step()
+        row["test_loss"], row["test_acc"] = self.evaluate(self.loaders.test)
+        row["seconds"] = seconds
+        row["images_per_s"] = self.loaders.train.num_samples / seconds
+        self.best_test_acc = max(self.best_test_acc, row["test_acc"])
+        keep_going = True
+        if self.loaders.val is not None:
+            row["val_loss"], row["val_acc"] = self.evaluate(self.loaders.val)
+            keep_going = self.update_early_stopping(row["val_acc"])
+        every = self.cfg["probe"]["every"]
+        if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
+            row["train_eval_acc"] = self.train_eval_accuracy()
+            row["mean_shift"] = self.measure_shift("probe")
+        self.wall_time += time.perf_counter() - start
+        self.recorder.log_epoch(row)
+        self.save_checkpoint()
+        self.recorder.write_files()
+        return keep_going
+
+    def update_early_stopping(self, val_acc: float) -> bool:
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.epochs_without_improvement = val_acc, 0
+        else:
+            self.epochs_without_improvement += 1
+        patience = self.cfg["trainer"]["early_stopping"]["patience"]
+        return patience is None or self.epochs_without_improvement < patience
+
+    def finish(self, stopped_early: bool) -> dict:
+        """Final probes, BN recalibration and the summary."""
+        start = time.perf_counter()
+        test_acc = self.recorder.epochs[-1]["test_acc"]
+        train_eval_acc = self.train_eval_accuracy()
+        mean_shift = self.measure_shift("final")
+        final = [r for r in self.recorder.variance if r["stage"] == "final"]
+        summary = {"status": "complete", "epochs": self.epoch, "stopped_early": stopped_early,
+                   "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
+                   "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
+                   "mean_shift": mean_shift, "max_shift": max(r["shift"] for r in final)}
+        if self.cfg["probe"]["recalibrate"]:
+            self.loaders.train_eval.set_epoch(self.epoch)
+            recalibrate_bn(self.model, self.loaders.train_eval, max_batches=self.cfg["probe"]["recalibrate_batches"])
+            recal_acc = self.evaluate(self.loaders.test)[1]
+            summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
+                           mean_shift_recalibrated=self.measure_shift("recalibrated"))
+        self.recorder.write_alignment(alignment_table(self.model))
+        self.recorder.write_files()
+        self.wall_time += time.perf_counter() - start
+        summary.update(wall_time_s=self.wall_time, device=str(self.device), bf16=self.bf16,
+                       channels_last=self.channels_last, versions=versions())
+        self.recorder.write_summary(summary)
+        return summary
+
+    def run(self) -> dict:
+        resumed = self.resume()
+        if resumed:
+            print(f"resuming {self.run_dir} after epoch {self.epoch}")
+        self.recorder.start_wandb()
+        exit_code = 1
+        try:
+            keep_going = True
+            while keep_going and self.epoch < self.cfg["trainer"]["epochs"]:
+                keep_going = self.run_epoch()
+            summary = self.finish(stopped_early=not keep_going)
+            exit_code = 0
+            return summary
+        finally:
+            self.recorder.finish_wandb(exit_code)
+
+
+def versions() -> dict:
+    import hydra
+    import torchvision
+
+    return {"varshift": varshift.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "hydra": hydra.__version__, "python": platform.python_version()}
+
+
+def run(cfg: dict, run_dir: Path) -> dict:
+    """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary."""
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") == "complete":
+        print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
+        return summary
+    return Trainer(cfg, run_dir).run()

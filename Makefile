@@ -26,7 +26,9 @@ data:
 theory: $(STAMP)
 	$(VENV)/bin/varshift-theory --out results/theory
 
-demo: theory
+# The demo: theory figures, then the small CNN on Fashion-MNIST with and without dropout (results/demo/demo).
+demo: theory data
+	$(PY) experiments/demo.py --scale demo
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -36,3 +38,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loader_throughput.py
+	$(PY) benchmarks/throughput.py

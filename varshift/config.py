@@ -18,6 +18,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from varshift import theory
 
+SCALES = ("smoke", "demo", "paper")
+
 
 class DropoutKind(Enum):
     none = "none"
@@ -43,12 +45,6 @@ class WandbMode(Enum):
     disabled = "disabled"
     offline = "offline"
     online = "online"
-
-
-class ScaleName(Enum):
-    smoke = "smoke"
-    demo = "demo"
-    paper = "paper"
 
 
 @dataclass
@@ -138,7 +134,7 @@ class ProbeConfig:
 
 @dataclass
 class ScaleConfig:
-    name: ScaleName = ScaleName.demo
+    name: str = "demo"  # a plain string: it names the sweep folder (an enum would print as ScaleName.demo)
     # what experiment recipes sweep at this scale (the paper's networks need a GPU)
     datasets: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
@@ -192,6 +188,7 @@ def validate(cfg: dict) -> dict:
 
     data, model, drop, optim, trainer, probe = (cfg[k] for k in ("dataset", "model", "dropout", "optim",
                                                                  "trainer", "probe"))
+    _require(cfg["scale"]["name"] in SCALES, "scale.name", cfg["scale"]["name"], f"one of {', '.join(SCALES)}")
     _require(data["name"] in DATASET_NAMES, "dataset.name", data["name"], f"one of {', '.join(DATASET_NAMES)}")
     _require(model["name"] in MODEL_NAMES, "model.name", model["name"], f"one of {', '.join(MODEL_NAMES)}")
     try:

@@ -115,6 +115,16 @@ def alignment_table(model: nn.Module):
     return pd.DataFrame(rows, columns=["layer", "name", "d", "cos2", "d_cos2"])
 
 
+class PreparedBatches:
+    """A re-iterable view of a loader whose inputs are put in the training memory format."""
+
+    def __init__(self, loader, prepare):
+        self.loader, self.prepare = loader, prepare
+
+    def __iter__(self):
+        return ((self.prepare(x), y) for x, y in self.loader)
+
+
 class Trainer:
     """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
 
@@ -234,13 +244,21 @@ class Trainer:
             seen += y.numel()
         return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
-    def probe_batches(self):
-        return self.loaders.train_eval
+    def training_pass(self) -> PreparedBatches:
+        """The training images with their augmentation, unshuffled, as the model sees them in training:
+        the paper's data for measuring the shift and for BN recalibration."""
+        self.loaders.train_eval.set_epoch(self.epoch)
+        return PreparedBatches(self.loaders.train_eval, self.prepare)
 
     def measure_shift(self, stage: str) -> float:
-        table = measure_variance_shift(self.model, self.probe_batches(), max_batches=self.cfg["probe"]["batches"])
+        with self.autocast():
+            table = measure_variance_shift(self.model, self.training_pass(), max_batches=self.cfg["probe"]["batches"])
         self.recorder.log_variance(table, stage, self.epoch)
         return float(table["shift"].mean())
+
+    def recalibrate(self) -> None:
+        with self.autocast():
+            recalibrate_bn(self.model, self.training_pass(), max_batches=self.cfg["probe"]["recalibrate_batches"])
 
     def train_eval_accuracy(self) -> float:
         self.loaders.train_eval.set_epoch(self.epoch)
@@ -298,8 +316,7 @@ class Trainer:
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
                    "mean_shift": mean_shift, "max_shift": max(r["shift"] for r in final)}
         if self.cfg["probe"]["recalibrate"]:
-            self.loaders.train_eval.set_epoch(self.epoch)
-            recalibrate_bn(self.model, self.loaders.train_eval, max_batches=self.cfg["probe"]["recalibrate_batches"])
+            self.recalibrate()
             recal_acc = self.evaluate(self.loaders.test)[1]
             summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
                            mean_shift_recalibrated=self.measure_shift("recalibrated"))

@@ -1,0 +1,89 @@
+"""A paper recipe end to end at smoke scale: multirun, analysis, and the files parsed back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from varshift.paths import REPO_DIR
+
+
+def run(*command: str, cwd: Path) -> None:
+    result = subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def markdown_rows(path: Path) -> list[list[str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def fig4_smoke(fashion_root, tmp_path_factory) -> Path:
+    """Four configurations (drop 0 / 0.5 x before_bn / before_conv) through experiments/fig4.py."""
+    workdir = tmp_path_factory.mktemp("recipe")
+    run(str(REPO_DIR / "experiments" / "fig4.py"), "--scale", "smoke", "--seeds", "0",
+        f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1",
+        "dropout.rate=0.0,0.5", cwd=workdir)
+    return workdir
+
+
+def runs_by_setting(workdir: Path) -> dict[tuple[str, float], Path]:
+    runs = {}
+    for summary in (workdir / "multirun" / "fig4" / "smoke").rglob("summary.json"):
+        cfg = OmegaConf.load(summary.parent / ".hydra" / "config.yaml")
+        runs[(cfg.dropout.position, cfg.dropout.rate)] = summary.parent
+    return runs
+
+
+def test_the_sweep_runs_every_configuration_of_the_preset(fig4_smoke):
+    runs = runs_by_setting(fig4_smoke)
+    assert sorted(runs) == [("before_bn", 0.0), ("before_bn", 0.5), ("before_conv", 0.0), ("before_conv", 0.5)]
+    for run_dir in runs.values():
+        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        assert (cfg.experiment_name, cfg.scale.name, cfg.model.name, cfg.dropout.kind) == (
+            "fig4", "smoke", "small_cnn", "bernoulli")
+
+
+def test_the_figure_data_are_the_runs_numbers(fig4_smoke):
+    out = fig4_smoke / "results" / "fig4" / "smoke"
+    assert (out / "fig4_shift.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "fig4_shift.pdf").read_bytes()[:4] == b"%PDF"
+    curves = pd.read_csv(out / "fig4_shift.csv")
+    errors = pd.read_csv(out / "fig4_error.csv").set_index("run_dir")
+    for run_dir in runs_by_setting(fig4_smoke).values():
+        key = str(run_dir.relative_to(fig4_smoke))
+        variance = pd.read_csv(run_dir / "variance.csv")
+        final = variance[variance["stage"] == "final"]
+        plotted = curves[curves["run_dir"] == key].sort_values("layer")
+        assert plotted["shift"].tolist() == pytest.approx(final["shift"].tolist())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert errors.loc[key, "test_error"] == pytest.approx(100 - summary["test_acc"])
+
+
+def test_the_error_table_holds_each_runs_error(fig4_smoke):
+    out = fig4_smoke / "results" / "fig4" / "smoke"
+    rows = {row[0]: row for row in markdown_rows(out / "fig4_test_error.md")}
+    assert set(rows) == {"before_bn", "before_conv"}
+    for (position, rate), run_dir in runs_by_setting(fig4_smoke).items():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        cell = rows[position][3 if rate == 0.0 else 4]
+        assert cell == f"{summary['test_error']:.2f} (n=1)"
+    assert "\\begin{tabular}" in (out / "fig4_test_error.tex").read_text()
+
+
+def test_table3_from_the_same_runs_has_errors_before_and_after_recalibration(fig4_smoke):
+    run("-m", "analysis", "table3", "multirun/fig4/smoke", "--out", "results/table3", cwd=fig4_smoke)
+    stats = pd.read_csv(fig4_smoke / "results" / "table3" / "table3.csv")
+    for (position, rate), run_dir in runs_by_setting(fig4_smoke).items():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        cells = stats[(stats["dropout.position"] == position) & (stats["dropout.rate"] == rate)]
+        by_metric = dict(zip(cells["metric"], cells["mean"], strict=True))
+        assert by_metric == pytest.approx({"test_error": summary["test_error"],
+                                           "test_error_recalibrated": summary["test_error_recalibrated"]})

@@ -5,7 +5,7 @@ before and after BN recalibration. ``python experiments/demo.py --scale demo``
 
 from recipe import main
 
-BASELINE = ["dropout=none", "dropout.position=none"]
+BASELINE = ["dropout=none", "dropout.rate=0", "dropout.position=none"]
 
 if __name__ == "__main__":
     raise SystemExit(main("demo", ["fig4", "table3"], extra_sweeps=[BASELINE]))

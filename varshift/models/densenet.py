@@ -20,6 +20,7 @@ from torch import nn
 
 from varshift.models.slots import (
     DropoutSlots,
+    PreActHead,
     blocks_per_stage,
     conv1x1,
     conv3x3,
@@ -89,14 +90,8 @@ class DenseNetBC(nn.Module):
                 stages.append(Transition(planes, out_planes))
                 planes = out_planes
         self.dense1, self.trans1, self.dense2, self.trans2, self.dense3 = stages
-        self.bn = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop_head = slot("head")
-        self.fc = nn.Linear(planes, positive_int("num_classes", num_classes))
+        self.head = PreActHead(planes, num_classes, slot)
         init_bearpaw(self)
 
     def forward(self, x):
-        x = self.trans2(self.dense2(self.trans1(self.dense1(self.conv1(x)))))
-        x = self.pool(self.relu(self.bn(self.dense3(x)))).flatten(1)
-        return self.fc(self.drop_head(x))
+        return self.head(self.dense3(self.trans2(self.dense2(self.trans1(self.dense1(self.conv1(x)))))))

@@ -20,6 +20,7 @@ from torch import nn
 
 from varshift.models.slots import (
     DropoutSlots,
+    PreActHead,
     blocks_per_stage,
     conv1x1,
     conv3x3,
@@ -110,14 +111,8 @@ class PreResNet(nn.Module):
                 planes = width * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop_head = slot("head")
-        self.fc = nn.Linear(planes, positive_int("num_classes", num_classes))
+        self.head = PreActHead(planes, num_classes, slot)
         init_bearpaw(self)
 
     def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        x = self.pool(self.relu(self.bn(x))).flatten(1)
-        return self.fc(self.drop_head(x))
+        return self.head(self.layer3(self.layer2(self.layer1(self.conv1(x)))))

@@ -141,6 +141,22 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+class PreActHead(nn.Module):
+    """The end of a pre-activation network: BN-ReLU, global average pooling (any input size), the
+    ``head`` dropout slot (after every BN layer), the classifier."""
+
+    def __init__(self, planes: int, num_classes: int, slot: DropoutSlots):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop_head = slot("head")
+        self.fc = nn.Linear(planes, positive_int("num_classes", num_classes))
+
+    def forward(self, x):
+        return self.fc(self.drop_head(self.pool(self.relu(self.bn(x))).flatten(1)))
+
+
 def init_bearpaw(model: nn.Module) -> None:
     """bearpaw's init: conv weights ~ N(0, 2 / (k * k * out_channels)), BN weight 1 and bias 0."""
     for module in model.modules():

@@ -15,6 +15,7 @@ from torch import nn
 
 from varshift.models.slots import (
     DropoutSlots,
+    PreActHead,
     blocks_per_stage,
     conv1x1,
     conv3x3,
@@ -69,15 +70,9 @@ class WideResNet(nn.Module):
                 planes = width
             stages.append(nn.Sequential(*blocks))
         self.block1, self.block2, self.block3 = stages
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop_head = slot("head")
-        self.fc = nn.Linear(planes, positive_int("num_classes", num_classes))
+        self.head = PreActHead(planes, num_classes, slot)
         init_bearpaw(self)
-        nn.init.zeros_(self.fc.bias)  # as bearpaw
+        nn.init.zeros_(self.head.fc.bias)  # as bearpaw
 
     def forward(self, x):
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = self.pool(self.relu(self.bn1(x))).flatten(1)
-        return self.fc(self.drop_head(x))
+        return self.head(self.block3(self.block2(self.block1(self.conv1(x)))))

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.collect import collect_records, varying_settings  # noqa: E402
 from analysis.paper import paper_reference  # noqa: E402
@@ -77,7 +78,7 @@ def save_figure(grid: sns.FacetGrid, data: pd.DataFrame, out: str | Path, stem: 
 
 def finish(grid: sns.FacetGrid, x: str, y: str, title: str) -> sns.FacetGrid:
     grid.set_axis_labels(x, y)
-    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}", size=9)
     grid.figure.suptitle(title, y=1.02)
     return grid
 
@@ -86,7 +87,9 @@ def shift_curves(data: pd.DataFrame) -> sns.FacetGrid:
     """Figure 4, top: the shift statistic of every BN layer, one line per dropout setting."""
     with sns.axes_style("whitegrid"):
         grid = sns.relplot(data=data, x="layer", y="shift", hue="dropout", kind="line", errorbar="sd",
-                           **FACETS)
+                           marker="o", markersize=3, **FACETS)
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return finish(grid, "BN layer index", "max(real/moving, moving/real)",
                   "Variance shift per BN layer after training (1 = no shift); error bars: std over seeds")
 

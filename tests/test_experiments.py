@@ -87,3 +87,22 @@ def test_table3_from_the_same_runs_has_errors_before_and_after_recalibration(fig
         by_metric = dict(zip(cells["metric"], cells["mean"], strict=True))
         assert by_metric == pytest.approx({"test_error": summary["test_error"],
                                            "test_error_recalibrated": summary["test_error_recalibrated"]})
+
+
+@pytest.mark.parametrize("launcher,target,settings", [
+    ("slurm", "SlurmLauncher", {"gpus_per_node": 1, "max_num_timeout": 5}),
+    ("local", "JoblibLauncher", {"n_jobs": 2}),
+])
+def test_launchers_compose_with_one_folder_per_setting(launcher, target, settings):
+    from hydra import compose, initialize_config_dir
+
+    from varshift.config import register_schema
+    from varshift.paths import CONF_DIR
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment=table3", "scale=smoke"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert {key: cfg.hydra.launcher[key] for key in settings} == settings
+    assert cfg.hydra.sweep.dir == "multirun/table3/smoke"

@@ -250,19 +250,19 @@ class Trainer:
         self.loaders.train_eval.set_epoch(self.epoch)
         return PreparedBatches(self.loaders.train_eval, self.prepare)
 
-    def measure_shift(self, stage: str) -> float:
+    def measure_shift(self, stage: str):
+        """The per-layer variance table (recorded under ``stage``)."""
         with self.autocast():
             table = measure_variance_shift(self.model, self.training_pass(), max_batches=self.cfg["probe"]["batches"])
         self.recorder.log_variance(table, stage, self.epoch)
-        return float(table["shift"].mean())
+        return table
 
     def recalibrate(self) -> None:
         with self.autocast():
             recalibrate_bn(self.model, self.training_pass(), max_batches=self.cfg["probe"]["recalibrate_batches"])
 
     def train_eval_accuracy(self) -> float:
-        self.loaders.train_eval.set_epoch(self.epoch)
-        return self.evaluate(self.loaders.train_eval)[1]
+        return self.evaluate(self.training_pass())[1]
 
     # -- the run --
     def run_epoch(self) -> bool:
@@ -289,7 +289,7 @@ class Trainer:
         every = self.cfg["probe"]["every"]
         if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
             row["train_eval_acc"] = self.train_eval_accuracy()
-            row["mean_shift"] = self.measure_shift("probe")
+            row["mean_shift"] = float(self.measure_shift("probe")["shift"].mean())
         self.wall_time += time.perf_counter() - start
         self.recorder.log_epoch(row)
         self.save_checkpoint()
@@ -309,17 +309,16 @@ class Trainer:
         start = time.perf_counter()
         test_acc = self.recorder.epochs[-1]["test_acc"]
         train_eval_acc = self.train_eval_accuracy()
-        mean_shift = self.measure_shift("final")
-        final = [r for r in self.recorder.variance if r["stage"] == "final"]
+        final = self.measure_shift("final")["shift"]
         summary = {"status": "complete", "epochs": self.epoch, "stopped_early": stopped_early,
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
-                   "mean_shift": mean_shift, "max_shift": max(r["shift"] for r in final)}
+                   "mean_shift": float(final.mean()), "max_shift": float(final.max())}
         if self.cfg["probe"]["recalibrate"]:
             self.recalibrate()
             recal_acc = self.evaluate(self.loaders.test)[1]
             summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
-                           mean_shift_recalibrated=self.measure_shift("recalibrated"))
+                           mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
         self.recorder.write_alignment(alignment_table(self.model))
         self.recorder.write_files()
         self.wall_time += time.perf_counter() - start

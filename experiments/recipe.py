@@ -17,9 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from varshift.config import SCALES
 from varshift.paths import CONF_DIR
-
-SCALES = ("smoke", "demo", "paper")
 
 
 def scale_axes(scale: str) -> list[str]:

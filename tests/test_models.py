@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from varshift.dropout import BernoulliDropout, GaussianDropout, MultiplicativeNoise, UniformDropout
-from varshift.models import MODEL_NAMES, POSITIONS, build_model, family_parameters
+from varshift.models import FAMILIES, MODEL_NAMES, POSITIONS, build_model, family_parameters
 from varshift.paths import CONF_DIR
 
 PAPER_MODELS = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100")
@@ -254,6 +254,7 @@ def test_position_defaults_to_none_and_dropout_to_bernoulli_half():
 
 def test_positions_are_the_four_documented():
     assert POSITIONS == ("none", "before_bn", "before_conv", "head")
+    assert tuple(FAMILIES) == MODEL_NAMES
     assert MODEL_NAMES == ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn",
                            "mlp")
 

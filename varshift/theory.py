@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("bernoulli", "gaussian", "uniform", "none")
+from varshift.vocabulary import DROPOUT_KINDS
+
+KINDS = DROPOUT_KINDS
 
 
 def check_rate(kind: str, rate: float) -> float:

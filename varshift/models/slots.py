@@ -25,8 +25,8 @@ from torch import nn
 
 from varshift.dropout import build_dropout
 from varshift.theory import check_rate
+from varshift.vocabulary import POSITIONS
 
-POSITIONS = ("none", "before_bn", "before_conv", "head")
 SLOTS = POSITIONS[1:]
 SPEC_KEYS = ("kind", "rate", "channelwise")
 # A config's dropout group may carry its position too (conf/dropout/*.yaml); it must match the position.

@@ -1,0 +1,41 @@
+"""The words of varshift's configuration: kinds, positions, scales, dataset and model names, neutral keys.
+
+One module, imported by the config schema, the models, the trainer's resume check, the analysis and
+(pinned by a test) ``conf/config.yaml``'s ``exclude_keys``, so that a name is spelt in one place. It
+imports nothing heavy (no torch), so ``analysis`` can use it.
+
+A run's *setting* is every key of its flattened config except ``seed`` and the neutral keys: runs
+that differ only in their seed are repetitions of one setting; runs that differ in any other key
+(``optim.lr`` included) are different settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform")
+POSITIONS = ("none", "before_bn", "before_conv", "head")
+SCALES = ("smoke", "demo", "paper")
+DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp")
+
+SEED_KEY = "seed"
+# Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the
+# data is read from, how progress and records are shown. A run may resume with other values of them, and
+# analysis ignores them when it groups runs into settings. trainer.device and trainer.threads are not
+# neutral: other kernels round differently.
+NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify")
+# Command-line overrides that only pick config groups whose values are in the config themselves, so they
+# add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
+GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")
+
+
+def is_neutral(key: str) -> bool:
+    """Whether the flattened config key ``key`` (``trainer.progress``) is a neutral key or under one."""
+    return any(key == neutral or key.startswith(f"{neutral}.") for neutral in NEUTRAL_KEYS)
+
+
+def setting_keys(keys: Iterable[str]) -> list[str]:
+    """The keys among ``keys`` that define a setting: all but the seed and the neutral keys, in order."""
+    return [key for key in keys if key != SEED_KEY and not is_neutral(key)]
+

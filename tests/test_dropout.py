@@ -35,19 +35,35 @@ def noise_values(layer: torch.nn.Module, channelwise: bool) -> torch.Tensor:
     return out
 
 
+def assert_noise_moments(m: torch.Tensor, kind: str, rate: float) -> None:
+    """Mean 1 and variance s2 within 4 standard errors of ``m.numel()`` draws."""
+    m = m.double()
+    n = m.numel()
+    s2 = theory.noise_variance(kind, rate)
+    assert abs(m.mean().item() - 1.0) < 4 * math.sqrt(s2 / n)
+    # Var of the unbiased sample variance: (mu4 - (n - 3) / (n - 1) * s2^2) / n.
+    se_var = math.sqrt((fourth_central_moment(kind, rate) - (n - 3) / (n - 1) * s2 * s2) / n)
+    assert abs(m.var().item() - s2) < 4 * se_var
+
+
 @pytest.mark.parametrize("channelwise", [False, True])
 @pytest.mark.parametrize("kind,rate", CASES)
 def test_noise_has_mean_one_and_the_stated_variance(kind, rate, channelwise):
     torch.manual_seed(0)
     layer = build_dropout(kind, rate, channelwise).train()
-    m = noise_values(layer, channelwise).double()
-    n = m.numel()
-    s2 = layer.noise_variance()
-    assert s2 == pytest.approx(theory.noise_variance(kind, rate))
-    assert abs(m.mean().item() - 1.0) < 4 * math.sqrt(s2 / n)
-    # Var of the unbiased sample variance: (mu4 - (n - 3) / (n - 1) * s2^2) / n.
-    se_var = math.sqrt((fourth_central_moment(kind, rate) - (n - 3) / (n - 1) * s2 * s2) / n)
-    assert abs(m.var().item() - s2) < 4 * se_var
+    m = noise_values(layer, channelwise)
+    assert layer.noise_variance() == pytest.approx(theory.noise_variance(kind, rate))
+    assert_noise_moments(m, kind, rate)
+
+
+@pytest.mark.parametrize("kind,rate", [("bernoulli", 0.1), ("uniform", 0.1), ("gaussian", 0.1)])
+def test_noise_moments_hold_under_bf16_autocast(kind, rate):
+    """A bf16 mask rounds 1/0.9 to 1.109 and 1 +- 0.1 to steps of 1/128: the moments must not see that."""
+    torch.manual_seed(0)
+    layer = build_dropout(kind, rate).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m = layer(torch.ones(SAMPLES, dtype=torch.bfloat16))
+    assert_noise_moments(m, kind, rate)
 
 
 @pytest.mark.parametrize("kind,rate", CASES)
@@ -57,10 +73,12 @@ def test_eval_mode_is_exactly_the_identity(kind, rate):
     assert layer(x) is x
 
 
-def test_bernoulli_keeps_or_zeroes_and_rescales():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bernoulli_keeps_or_zeroes_and_rescales(dtype):
     torch.manual_seed(1)
-    values = BernoulliDropout(0.25)(torch.ones(10_000)).unique()
-    assert values.tolist() == [0.0, pytest.approx(1 / 0.75)]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        values = BernoulliDropout(0.1)(torch.ones(10_000, dtype=dtype)).unique()
+    assert values.tolist() == [0.0, pytest.approx(1 / 0.9, rel=1e-7)]  # bf16 would round 1/0.9 to 1.109
 
 
 def test_uniform_noise_stays_inside_one_plus_minus_beta():
@@ -86,11 +104,12 @@ def test_none_is_identity_and_rate_zero_keeps_the_module():
 
 
 @pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "uniform"])
-def test_noise_follows_input_dtype_under_bf16_autocast(kind):
+def test_noise_is_applied_in_float32_to_low_precision_inputs(kind):
     layer = build_dropout(kind, 0.3, channelwise=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(torch.ones(16, 4, 3, 3, dtype=torch.bfloat16))
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == torch.float32
+    assert layer(torch.ones(4, dtype=torch.float64)).dtype == torch.float64
 
 
 def test_compiles_with_torch_compile():
@@ -105,7 +124,7 @@ def test_compiles_with_torch_compile():
 @pytest.mark.parametrize("kind,rate,message", [
     ("bernoulli", 1.0, r"\[0, 1\)"), ("bernoulli", -0.1, r"-0.1.*\[0, 1\)"), ("gaussian", 1.5, r"\[0, 1\)"),
     ("uniform", 1.2, r"1.2.*\[0, 1\]"), ("bernoulli", float("nan"), r"nan"), ("uniform", "abc", "abc"),
-    ("dropconnect", 0.1, r"dropconnect.*bernoulli, gaussian, uniform, none"),
+    ("dropconnect", 0.1, r"dropconnect.*none, bernoulli, gaussian, uniform"),
 ])
 def test_bad_kind_or_rate_names_the_value_and_the_allowed_range(kind, rate, message):
     with pytest.raises(ValueError, match=message):

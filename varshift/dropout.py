@@ -10,8 +10,10 @@ feature maps):
 * :class:`UniformDropout`: the paper's Uout, ``m = 1 + r`` with ``r ~ U(-beta, beta)``;
   ``rate`` is ``beta``.
 
-Noise is drawn in the input's dtype and on its device, so the layers work under bf16 autocast and
-``torch.compile``.
+Noise is drawn on the input's device in float32 (float64 for a float64 input) and applied in that
+precision, also under bf16 autocast: a bf16 mask would round ``1 / (1 - q)`` and ``1 +- beta`` and bias
+the noise moments by more than the Uout effect itself. A bf16 input therefore gives a float32 output;
+the next layer casts it as autocast does. The layers also work under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class MultiplicativeNoise(nn.Module):
         """Var[m] of this layer's multiplicative noise."""
         return theory.noise_variance(self.kind, self.rate)
 
-    def sample(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    def sample(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
 
     def noise_shape(self, x: torch.Tensor) -> torch.Size:
@@ -49,7 +51,8 @@ class MultiplicativeNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.noise_variance() == 0.0:
             return x
-        return x * self.sample(self.noise_shape(x), x)
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        return x.to(dtype) * self.sample(self.noise_shape(x), dtype, x.device)
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}, channelwise={self.channelwise}"
@@ -60,9 +63,9 @@ class BernoulliDropout(MultiplicativeNoise):
 
     kind = "bernoulli"
 
-    def sample(self, shape, like):
+    def sample(self, shape, dtype, device):
         keep = 1.0 - self.rate
-        mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep)
+        mask = torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep)
         return mask.div_(keep)
 
 
@@ -82,8 +85,8 @@ class GaussianDropout(MultiplicativeNoise):
     def noise_variance(self) -> float:
         return super().noise_variance() if self.s2 is None else self.s2
 
-    def sample(self, shape, like):
-        noise = torch.randn(shape, dtype=like.dtype, device=like.device)
+    def sample(self, shape, dtype, device):
+        noise = torch.randn(shape, dtype=dtype, device=device)
         return noise.mul_(math.sqrt(self.noise_variance())).add_(1.0)
 
     def extra_repr(self) -> str:
@@ -95,8 +98,8 @@ class UniformDropout(MultiplicativeNoise):
 
     kind = "uniform"
 
-    def sample(self, shape, like):
-        noise = torch.rand(shape, dtype=like.dtype, device=like.device)
+    def sample(self, shape, dtype, device):
+        noise = torch.rand(shape, dtype=dtype, device=device)
         return noise.mul_(2.0 * self.rate).add_(1.0 - self.rate)
 
 

@@ -1,0 +1,268 @@
+"""varshift.audit on real torchvision and varshift models: the dropout sites it finds, the BN layers they
+shift, the prediction against the measurement, eval-mode dropout, and the varshift-audit command."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from varshift.audit import audit
+from varshift.audit.cli import main
+from varshift.audit.predict import BOUND, CASE_A
+from varshift.audit.tables import DIRECT, INDIRECT, SAFE, SHIFTING
+from varshift.audit.targets import TargetError, load_target, parse_kwargs
+from varshift.dropout import MultiplicativeNoise
+from varshift.models import MODEL_NAMES, build_model
+
+TINY = {"input_shape": (3, 32, 32), "batch_size": 2, "num_batches": 1}
+SMALL_SIZES = {
+    "preresnet110": {"depth": 11},
+    "resnext29_8x64d": {"depth": 11, "cardinality": 2, "base_width": 2, "widen_factor": 1},
+    "wrn28_10": {"depth": 10, "widen_factor": 1},
+    "densenet_bc100": {"depth": 10, "growth_rate": 4},
+    "small_cnn": {"channels": (4, 8), "hidden": 8},
+    "mlp": {"hidden": 8, "image_size": 16},
+}
+
+
+def feeds_of(report, site: str):
+    rows = report.feeds[report.feeds["site"] == site]
+    return rows[rows["bn"] != ""]
+
+
+def test_densenet121_dropout_feeds_every_later_bn_of_its_block_directly():
+    model = torchvision.models.densenet121(drop_rate=0.2)
+    report = audit(model, input_shape=(3, 64, 64), batch_size=2, num_batches=1)
+    blocks = [(index, getattr(model.features, f"denseblock{index}")) for index in range(1, 5)]
+    expected = {}
+    for index, block in blocks:
+        layers = list(block.named_children())
+        closing = f"features.transition{index}.norm" if index < 4 else "features.norm5"
+        first_width = layers[0][1].norm1.num_features
+        for position, (name, layer) in enumerate(layers):
+            site = f"features.denseblock{index}.{name}:F.dropout#0"
+            start = first_width + position * layer.conv2.out_channels
+            channels = f"{start}:{start + layer.conv2.out_channels}"
+            later_bns = [f"features.denseblock{index}.{later}.norm1" for later, _ in layers[position + 1:]]
+            expected[site] = dict.fromkeys([*later_bns, closing], channels)
+    assert list(report.sites["site"]) == list(expected)
+    assert set(report.sites["verdict"]) == {SHIFTING}
+    for site, bns in expected.items():
+        rows = feeds_of(report, site)
+        assert dict(zip(rows["bn"], rows["channels"], strict=True)) == bns
+    assert set(report.feeds["path"]) == {DIRECT} and set(report.feeds["prediction"]) == {CASE_A}
+    assert (report.feeds["predicted_shift"] > 1.0).all()
+    # Uout at beta 0.1 has s2 = 1/300 against 0.25 for Bernoulli 0.2: a far smaller predicted shift
+    assert (report.feeds["uout_shift"] < report.feeds["predicted_shift"]).all()
+    assert report.exit_code == 1 and report.eval_noise is None
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "mobilenet_v2", "efficientnet_b0"])
+def test_torchvision_classifier_dropout_is_safe(name):
+    model = getattr(torchvision.models, name)()
+    report = audit(model, **TINY)
+    dropouts = {f"classifier.{index}" for index, module in enumerate(model.classifier)
+                if isinstance(module, nn.Dropout)}
+    classifier = report.sites[report.sites["site"].isin(dropouts)]
+    assert set(classifier["site"]) == dropouts and set(classifier["verdict"]) == {SAFE}
+    assert (classifier["bn_layers"] == 0).all()
+    assert report.eval_noise is None
+
+
+def test_efficientnet_stochastic_depth_shifts_the_next_blocks_bn_through_its_convs():
+    model = torchvision.models.efficientnet_b0()
+    report = audit(model, **TINY)
+    residual = {f"{name}.stochastic_depth" for name, module in model.named_modules()
+                if hasattr(module, "use_res_connect") and module.use_res_connect}
+    depth = report.sites[report.sites["layer"] == "StochasticDepth(row)"]
+    assert set(depth["site"]) == residual
+    assert ((depth["verdict"] == SHIFTING) == (depth["rate"] > 0)).all()
+    shifting_feeds = report.feeds[report.feeds["site"].isin(depth["site"]) & (report.feeds["verdict"] == SHIFTING)]
+    assert len(shifting_feeds) and set(shifting_feeds["path"]) == {INDIRECT}
+    assert set(shifting_feeds["prediction"]) == {BOUND} and (shifting_feeds["predicted_shift"] > 1.0).all()
+    assert report.exit_code == 1
+
+
+class ForgetfulDropout(nn.Module):
+    """F.dropout without training=self.training: it keeps dropping in eval mode."""
+
+    def __init__(self, remember: bool = False):
+        super().__init__()
+        self.remember = remember
+
+    def forward(self, x):
+        return F.dropout(x, 0.5, self.training) if self.remember else F.dropout(x, 0.5)
+
+
+def forgetful_model(remember: bool) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), ForgetfulDropout(remember), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+
+
+def test_functional_dropout_left_on_in_eval_mode_is_named():
+    model = forgetful_model(remember=False)
+    rng = torch.get_rng_state()
+    report = audit(model, input_shape=(3, 8, 8), batch_size=4, num_batches=2)
+    assert report.eval_noise is not None
+    assert (report.eval_noise.module, report.eval_noise.layer) == ("1", "ForgetfulDropout")
+    assert report.exit_code == 1
+    feeds = feeds_of(report, "1:F.dropout#0")
+    assert list(feeds["bn"]) == ["2"] and list(feeds["path"]) == [DIRECT]
+    assert torch.equal(torch.get_rng_state(), rng), "the audit's forwards drew from the caller's RNG"
+
+
+def test_functional_dropout_that_follows_the_mode_is_not_flagged_in_eval():
+    report = audit(forgetful_model(remember=True), input_shape=(3, 8, 8), batch_size=4, num_batches=1)
+    assert report.eval_noise is None
+    assert list(report.sites["verdict"]) == [SHIFTING]
+
+
+class DropPath(nn.Module):
+    """timm's DropPath: a per-sample Bernoulli mask on a residual branch, scaled by 1 / keep."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob, self.scale_by_keep = drop_prob, True
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        return x * x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(keep).div_(keep)
+
+
+class ResidualThenAlpha(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.drop_path = DropPath(0.3)
+        self.bn = nn.BatchNorm2d(4)
+        self.alpha = nn.AlphaDropout(0.2)
+        self.bn_after_alpha = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn_after_alpha(self.alpha(self.bn(x + self.drop_path(self.conv(x)))))
+
+
+def test_drop_path_and_alpha_dropout_are_sites_with_their_noise():
+    report = audit(ResidualThenAlpha(), input_shape=(4, 8, 8), batch_size=4, num_batches=1)
+    sites = report.sites.set_index("site")
+    assert list(sites.index) == ["drop_path", "alpha"]
+    assert set(sites["verdict"]) == {SHIFTING}
+    drop_path = feeds_of(report, "drop_path").iloc[0]
+    assert (drop_path["bn"], drop_path["path"]) == ("bn", INDIRECT)  # the residual add lies between
+    assert drop_path["noise_variance"] == pytest.approx(0.3 / 0.7)
+    alpha = feeds_of(report, "alpha").iloc[0]
+    assert (alpha["bn"], alpha["path"]) == ("bn_after_alpha", DIRECT)
+    assert math.isnan(alpha["predicted_shift"])  # no closed form for alpha dropout
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_varshift_models_shift_at_every_slot_before_bn_and_conv_and_never_at_the_head(name):
+    dropout = {"kind": "bernoulli", "rate": 0.5}
+    for position in ("before_bn", "before_conv", "head"):
+        model = build_model(name, dropout=dropout, position=position, **SMALL_SIZES[name])
+        report = audit(model, input_shape=(3, 16, 16), batch_size=2, num_batches=1)
+        slots = [module for module in model.modules() if isinstance(module, MultiplicativeNoise)]
+        assert len(report.sites) == len(slots) > 0, position
+        verdicts = set(report.sites["verdict"])
+        assert verdicts == ({SAFE} if position == "head" else {SHIFTING}), position
+        per_site_paths = report.feeds.groupby("site")["path"].agg(set)
+        if position == "before_bn":  # Dropout-(a): each slot feeds its block's BN itself
+            assert all(DIRECT in paths for paths in per_site_paths), per_site_paths
+        if position == "before_conv":  # Dropout-(b): a conv lies between every slot and its BN
+            assert set(report.feeds["path"]) == {INDIRECT}
+        assert report.exit_code == (0 if position == "head" else 1)
+
+
+def trained_running_stats(model: nn.Module, batches) -> nn.Module:
+    """BN running statistics as training leaves them: the average over batches in train mode, dropout on."""
+    bns = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for bn in bns:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+def test_prediction_matches_the_measured_shift_and_recalibration_removes_it():
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=1, dropout={"kind": "bernoulli", "rate": 0.5},
+                        position="before_bn", channels=(8,), hidden=16)
+    generator = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 1, 16, 16, generator=generator), torch.zeros(16)) for _ in range(4)]
+    trained_running_stats(model, [x for x, _ in batches])
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+
+    report = audit(model, batches, num_batches=4)
+
+    first = feeds_of(report, "features.0.drop_before_bn").iloc[0]
+    assert (first["bn"], first["path"], first["prediction"]) == ("features.0.bn", DIRECT, CASE_A)
+    # moving_var differs from its expectation only through the sampled Bernoulli mask: relative standard error
+    # sqrt(q / (1 - q) * kurtosis / n) = sqrt(3 / n) at q = 0.5 for n = 4 * 16 * 16 * 16 values per channel
+    values_per_channel = 4 * 16 * 16 * 16
+    tolerance = 5 * math.sqrt(3 / values_per_channel)
+    assert first["predicted_shift"] > 2.0  # s2 = 1: Var_train = 2 v + c^2
+    assert first["measured_shift"] == pytest.approx(first["predicted_shift"], rel=tolerance)
+    assert first["recalibrated_shift"] == pytest.approx(1.0, abs=1e-4)
+    assert report.from_data and report.measured and report.exit_code == 1
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+    assert not model.training
+
+
+def test_cli_writes_the_tables_and_gates_on_the_shift(tmp_path, capsys):
+    small = "small_cnn:channels=(4,),hidden=8"
+    args = ["--batches", "1", "--batch-size", "2", "--out"]
+    assert main([f"{small},position=before_bn", *args, str(tmp_path / "bn")]) == 1
+    out = capsys.readouterr().out
+    assert "variance shift found (exit 1)" in out and "features.0.drop_before_bn" in out
+    markdown = (tmp_path / "bn" / "audit.md").read_text()
+    assert "| features.0.drop_before_bn" in markdown and "features.0.bn" in markdown
+    lines = (tmp_path / "bn" / "audit.csv").read_text().splitlines()
+    assert lines[0].startswith("site,layer,rate,noise_variance,verdict,bn,")
+    assert len(lines) == 1 + 2  # the conv block's and the hidden FC's slot, one BN each
+    assert main([f"{small},position=head", *args, str(tmp_path / "head")]) == 0
+    assert main(["torchvision.models:resnet18", "--input-shape", "3,32,32", "--batches", "1"]) == 0
+    assert "no variance shift (exit 0)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target, extra, message", [
+    ("no_such_module_xyz:build", [], "cannot be imported"),
+    ("torchvision.models:no_such_builder", [], "has no callable"),
+    ("torchvision.models:resnet18:depth=", [], "cannot be read"),
+    ("torchvision.models:resnet18:num_classes=ten", [], "failed"),
+    ("small_cnn:position=sideways", [], "position"),
+    ("densenet", [], "neither a varshift model name"),
+    ("torchvision.models:resnet18", ["--input-shape", "5,16,16"], "set --input-shape"),
+])
+def test_cli_bad_target_is_one_clear_line_and_exit_2(target, extra, message, capsys):
+    assert main([target, "--batches", "1", "--batch-size", "2", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_help_explains_the_exit_status(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "Exit status: 0" in capsys.readouterr().out
+
+
+def test_target_kwargs_are_literals_or_bare_words():
+    assert parse_kwargs("drop_rate=0.2, channels=(4, 8), position=before_bn, flag=True") == {
+        "drop_rate": 0.2, "channels": (4, 8), "position": "before_bn", "flag": True}
+    with pytest.raises(TargetError, match="cannot be read"):
+        parse_kwargs("0.2")
+    target = load_target("mlp:position=before_bn,hidden=8,dataset=cifar10")
+    assert target.input_shape == (3, 32, 32)
+    assert sum(isinstance(module, MultiplicativeNoise) for module in target.model.modules()) == 2

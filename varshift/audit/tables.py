@@ -1,0 +1,83 @@
+"""The audit's two tables: one row per (dropout site, BN layer) feed, and one row per dropout site.
+
+A site is *shifting* when it feeds at least one BN layer with running statistics and its noise is not
+zero (a dropout at rate 0 is harmless wherever it sits); otherwise it is *safe*. A safe site that feeds
+no BN layer has one row with an empty ``bn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from varshift.audit.predict import BOUND, UOUT_BETA, Prediction
+from varshift.audit.reach import Feed
+from varshift.audit.sites import DropoutSite
+
+SHIFTING, SAFE = "shifting", "safe"
+DIRECT, INDIRECT = "direct", "via other layers"
+FEED_COLUMNS = ["site", "layer", "rate", "noise_variance", "verdict", "bn", "path", "channels",
+                "predicted_shift", "prediction", "uout_shift", "measured_shift", "recalibrated_shift", "remedy"]
+SITE_COLUMNS = ["site", "layer", "rate", "verdict", "bn_layers", "first_bn", "path", "predicted_shift",
+                "measured_shift", "recalibrated_shift"]
+
+
+def verdict(site: DropoutSite, feeds: Sequence[Feed]) -> str:
+    return SHIFTING if feeds and site.noise_variance != 0.0 else SAFE
+
+
+def remedy(uout_shift: float | None, uout_is_bound: bool, recalibrated_shift: float | None) -> str:
+    """The paper's three fixes, with the numbers the audit has for this feed."""
+    uout = "" if uout_shift is None else f": {'<= ' if uout_is_bound else ''}{uout_shift:.4g} predicted"
+    recalibrated = ("after training, on training batches" if recalibrated_shift is None
+                    else f": {recalibrated_shift:.4g} measured")
+    return (f"move the dropout after the last BN (no shift); or Uout (beta={UOUT_BETA}){uout}; "
+            f"or recalibrate_bn {recalibrated}")
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(value)
+
+
+def feed_table(sites: Sequence[DropoutSite], feeds: Sequence[Feed], predictions: Mapping[tuple[str, str], Prediction],
+               measured: Mapping[str, float], recalibrated: Mapping[str, float]) -> pd.DataFrame:
+    """One row per feed (sites in forward order), one row for each site that feeds no BN layer.
+
+    ``measured`` and ``recalibrated``: BN name -> the shift :mod:`varshift.probes` measured before and
+    after BN recalibration (empty without data).
+    """
+    rows = []
+    for site in sites:
+        own = [feed for feed in feeds if feed.site == site.name]
+        site_verdict = verdict(site, own)
+        common = {"site": site.name, "layer": site.layer, "rate": _number(site.rate),
+                  "noise_variance": _number(site.noise_variance), "verdict": site_verdict}
+        if not own:
+            rows.append({**common, "bn": "", "path": "", "channels": "", "prediction": "", "remedy": ""})
+        for feed in own:
+            prediction = predictions[feed.site, feed.bn]
+            recalibrated_shift = recalibrated.get(feed.bn)
+            rows.append({
+                **common, "bn": feed.bn, "path": DIRECT if feed.direct else INDIRECT,
+                "channels": f"{feed.channels[0]}:{feed.channels[1]}" if feed.direct else "",
+                "predicted_shift": _number(prediction.shift), "prediction": prediction.kind,
+                "uout_shift": _number(prediction.uout_shift), "measured_shift": _number(measured.get(feed.bn)),
+                "recalibrated_shift": _number(recalibrated_shift),
+                "remedy": remedy(prediction.uout_shift, prediction.kind == BOUND, recalibrated_shift)
+                if site_verdict == SHIFTING else "",
+            })
+    return pd.DataFrame(rows, columns=FEED_COLUMNS)
+
+
+def site_table(feeds: pd.DataFrame) -> pd.DataFrame:
+    """One row per site: its verdict, how many BN layers it feeds, the first, the paths, the largest shifts."""
+    grouped = feeds.groupby("site", sort=False)
+    table = grouped[["layer", "rate", "verdict"]].first()
+    table["bn_layers"] = grouped["bn"].agg(lambda names: int((names != "").sum()))
+    table["first_bn"] = grouped["bn"].first()
+    table["path"] = grouped["path"].agg(lambda paths: ", ".join(sorted(set(paths) - {""})))
+    for column in ("predicted_shift", "measured_shift", "recalibrated_shift"):
+        table[column] = grouped[column].max()
+    return table.reset_index()[SITE_COLUMNS]

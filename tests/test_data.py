@@ -17,6 +17,7 @@ import torchvision.datasets.cifar
 import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
+from varshift import train
 from varshift.data import (
     DATASET_NAMES,
     DatasetCorruptedError,
@@ -162,7 +163,8 @@ def test_cifar10_pickles_load_with_their_shapes_labels_and_pixels(tmp_path):
 
 def test_cifar_files_that_fail_the_official_md5_are_reported_as_corrupted(tmp_path):
     write_cifar10(tmp_path, per_batch=2)
-    with pytest.raises(DatasetCorruptedError, match=r"'cifar10'.*md5.*verify=False"):
+    with pytest.raises(DatasetCorruptedError, match=r"'cifar10': data_batch_1, .*test_batch, batches.meta in "
+                       r".*cifar-10-batches-py do not match the official release's md5.*verify=False"):
         load_dataset("cifar10", tmp_path)
 
 
@@ -185,26 +187,38 @@ def test_mnist_idx_files_in_torchvisions_layout_load(tmp_path):
     assert splits.train_labels.tolist() == train_y.tolist() and splits.test_labels.tolist() == test_y.tolist()
 
 
-def test_fashion_mnist_is_found_in_a_system_folder_of_gzipped_idx_files(tmp_path, monkeypatch):
+@pytest.fixture
+def default_root(tmp_path, monkeypatch) -> Path:
+    """The root nobody chose, ``data`` with VARSHIFT_DATA unset, relative to an empty working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VARSHIFT_DATA", raising=False)
+    return Path("data")
+
+
+def test_default_root_without_the_dataset_uses_the_system_copy_and_says_so(
+    default_root, tmp_path, monkeypatch, capsys
+):
     system = tmp_path / "usr-share"
     train_x, train_y, _, test_y = write_idx_set(system, gzipped=True, seed=4)
     monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (tmp_path / "absent", system))
-    splits = load_dataset("fashion_mnist", tmp_path / "empty-root")
+    splits = load_dataset("fashion_mnist", default_root)
     assert torch.equal(splits.train_images[:, 0], torch.from_numpy(train_x))
     assert splits.train_labels.tolist() == train_y.tolist() and splits.test_labels.tolist() == test_y.tolist()
+    assert capsys.readouterr().out == f"fashion_mnist: using Debian's copy in {system}\n"
 
 
-def test_a_copy_in_the_data_root_wins_over_the_system_copy(tmp_path, monkeypatch):
+def test_a_copy_in_the_data_root_wins_over_the_system_copy(default_root, tmp_path, monkeypatch, capsys):
     system_y = write_idx_set(tmp_path / "system", gzipped=True, seed=5)[1]
-    root_y = write_idx_set(tmp_path / "root" / "FashionMNIST" / "raw", gzipped=False, seed=6)[1]
+    root_y = write_idx_set(default_root / "FashionMNIST" / "raw", gzipped=False, seed=6)[1]
     assert root_y.tolist() != system_y.tolist()
     monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (tmp_path / "system",))
-    assert load_dataset("fashion_mnist", tmp_path / "root").train_labels.tolist() == root_y.tolist()
+    assert load_dataset("fashion_mnist", default_root).train_labels.tolist() == root_y.tolist()
+    assert capsys.readouterr().out == "fashion_mnist: using the copy in data/FashionMNIST/raw\n"
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is absent")
-def test_debian_fashion_mnist_package_is_found_automatically(tmp_path):
-    splits = load_dataset("fashion_mnist", tmp_path)
+def test_debian_fashion_mnist_package_is_found_automatically(default_root):
+    splits = load_dataset("fashion_mnist", default_root)
     assert splits.train_images.shape == (60000, 1, 28, 28) and splits.test_images.shape == (10000, 1, 28, 28)
     assert torch.bincount(splits.train_labels).tolist() == [6000] * 10
     info = dataset_info("fashion_mnist")
@@ -219,29 +233,157 @@ def test_debian_fashion_mnist_package_is_found_automatically(tmp_path):
 # --- a missing dataset ---------------------------------------------------------------------------------
 
 
-def test_missing_dataset_offline_names_the_dataset_the_places_searched_and_the_ways(tmp_path, monkeypatch):
-    absent_system = tmp_path / "no-debian-package"
+def test_missing_dataset_offline_names_the_dataset_the_places_searched_and_the_ways(default_root, monkeypatch):
+    absent_system = Path("/no-debian-package")
     monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (absent_system,))
     with pytest.raises(DatasetNotFoundError) as caught:
-        load_dataset("fashion_mnist", tmp_path / "root", download=False)
+        load_dataset("fashion_mnist", default_root, download=False)
     message = str(caught.value)
     assert "'fashion_mnist' not found" in message
-    assert str(tmp_path / "root" / "FashionMNIST" / "raw") in message and str(absent_system) in message
+    assert "  data/FashionMNIST/raw\n" in message and str(absent_system) in message
     assert "download=True" in message and "VARSHIFT_DATA" in message
     assert "apt-get install dataset-fashion-mnist" in message
 
 
-def test_a_failed_download_is_reported_with_its_cause(tmp_path, monkeypatch):
+def test_a_failed_download_is_reported_with_its_cause(default_root, monkeypatch, capsys):
     def offline(*args, **kwargs):
         raise URLError("no network")
 
     monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
     with pytest.raises(DatasetNotFoundError) as caught:
-        load_dataset("cifar10", tmp_path, download=True)
+        load_dataset("cifar10", default_root, download=True)
     message = str(caught.value)
     assert "'cifar10' not found (could not be downloaded (URLError" in message and "no network" in message
-    assert str(tmp_path / "cifar-10-batches-py") in message
+    assert "data/cifar-10-batches-py" in message
     assert "cifar-10-python.tar.gz" in message
+    assert capsys.readouterr().out == "cifar10: downloading it into data\n"
+
+
+@pytest.mark.parametrize("chosen_by", ["dataset.root", "VARSHIFT_DATA"])
+def test_a_chosen_root_that_does_not_exist_is_refused_without_falling_back(
+    chosen_by, default_root, tmp_path, monkeypatch
+):
+    system = tmp_path / "system"
+    write_idx_set(system, gzipped=True, seed=7)  # a good system copy, which must not be used
+    monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (system,))
+    root = tmp_path / "mistyped"
+    if chosen_by == "VARSHIFT_DATA":  # the YAML resolves root to it; "data" then counts as chosen, too
+        monkeypatch.setenv("VARSHIFT_DATA", "data")
+        root = default_root
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset("fashion_mnist", root, download=True)
+    message = str(caught.value)
+    assert f"the data root {root} (chosen by dataset.root or VARSHIFT_DATA) does not exist" in message
+    all_four = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    assert f"{all_four} not found in {root / 'FashionMNIST' / 'raw'}" in message
+
+
+def test_a_chosen_root_with_only_some_files_is_refused_naming_the_missing_ones(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(tmp_path, per_batch=2)
+    (folder / "data_batch_3").unlink()
+    (folder / "batches.meta").unlink()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset("cifar10", tmp_path, download=True, verify=False)
+    message = str(caught.value)
+    assert f"the data root {tmp_path} (chosen by dataset.root or VARSHIFT_DATA) does not hold the whole" in message
+    assert f": data_batch_3, batches.meta not found in {folder}. A chosen root is the only place" in message
+    assert "cifar-10-python.tar.gz" in message
+
+
+# --- damaged files, reported before training ---------------------------------------------------------------
+
+
+def rewrite(file: Path, change) -> None:
+    """Replace the (uncompressed) content of ``file``, gzipped or not, by ``change(content)``."""
+    gzipped = file.suffix == ".gz"
+    data = change(gzip.decompress(file.read_bytes()) if gzipped else file.read_bytes())
+    file.write_bytes(gzip.compress(data) if gzipped else data)
+
+
+def one_label_less(data: bytes) -> bytes:
+    return idx_bytes(np.frombuffer(data, np.uint8, offset=8)[:-1])
+
+
+IDX_DEFECTS = {  # file changed -> its change, and what the message must say
+    "bad magic": ("train-images-idx3-ubyte", lambda data: b"\x00\x00\x08\x01" + data[4:],
+                  "starts with 0x00000801, not the magic number 0x00000803 of IDX images"),
+    "truncated": ("t10k-images-idx3-ubyte", lambda data: data[:-10],
+                  "is truncated: 7846 bytes, its header (10 x 28 x 28 images) says 7856"),
+    "empty": ("train-labels-idx1-ubyte", lambda data: b"", "is empty"),
+    "label count": ("train-labels-idx1-ubyte", one_label_less, "holds 29 labels for the 30 images of "),
+    "label range": ("t10k-labels-idx1-ubyte", lambda data: data[:-1] + bytes([10]),
+                    "1 labels are outside 0..9 (10 classes), the first is 10 at index 9"),
+}
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["raw", "debian-gz"])
+@pytest.mark.parametrize("defect", list(IDX_DEFECTS))
+def test_a_damaged_idx_file_is_named_with_what_is_wrong(defect, gzipped, default_root, tmp_path, monkeypatch):
+    folder = tmp_path / "system" if gzipped else default_root / "FashionMNIST" / "raw"
+    write_idx_set(folder, gzipped=gzipped, seed=8)
+    monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (tmp_path / "system",))
+    name, change, problem = IDX_DEFECTS[defect]
+    damaged = folder / (f"{name}.gz" if gzipped else name)
+    rewrite(damaged, change)
+    with pytest.raises(DatasetCorruptedError) as caught:
+        load_dataset("fashion_mnist", default_root)
+    assert str(caught.value).startswith(f"{damaged}: {problem}")
+
+
+def test_a_cut_off_gzip_file_is_named(default_root, tmp_path, monkeypatch):
+    write_idx_set(tmp_path / "system", gzipped=True, seed=9)
+    monkeypatch.setitem(sources.SYSTEM_COPIES, "fashion_mnist", (tmp_path / "system",))
+    damaged = tmp_path / "system" / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-30])
+    with pytest.raises(DatasetCorruptedError, match=rf"^{damaged}: is not a complete gzip file \(EOFError"):
+        load_dataset("fashion_mnist", default_root)
+
+
+def test_labels_beyond_the_configured_classes_are_refused_by_build_loaders(tmp_path):
+    labels = write_idx_set(tmp_path / "MNIST" / "raw", gzipped=False, seed=10)[1]
+    five_classes = dataclasses.replace(dataset_info("mnist"), num_classes=5)
+    wrong = int((labels >= 5).sum())
+    with pytest.raises(DatasetCorruptedError, match=rf"train-labels-idx1-ubyte: {wrong} labels are outside 0..4"):
+        build_loaders("mnist", tmp_path, batch_size=8, test_batch_size=8, info=five_classes)
+
+
+def edit_pickle(change):
+    """A rewrite of a pickled batch: its dict replaced by ``change(dict)``."""
+    return lambda file: file.write_bytes(pickle.dumps(change(pickle.loads(file.read_bytes())), protocol=2))
+
+
+CIFAR_DEFECTS = {  # file changed -> its rewrite, and what the message must say
+    "not a pickle": ("data_batch_3", lambda file: file.write_bytes(b"\x00 not a pickle"),
+                     "cannot be unpickled (UnpicklingError"),
+    "no labels": ("test_batch", edit_pickle(lambda entry: {"data": entry["data"]}),
+                  "lacks the entries 'labels' of a CIFAR"),
+    "wrong shape": ("data_batch_1", edit_pickle(lambda entry: {**entry, "data": entry["data"].reshape(8, 1536)}),
+                    "'data' is uint8 [8, 1536], not uint8 rows of 3072 values (3 x 32 x 32)"),
+    "label count": ("data_batch_5", edit_pickle(lambda entry: {**entry, "labels": entry["labels"][:-1]}),
+                    "holds 3 labels ('labels') for 4 images"),
+    "label range": ("data_batch_2", edit_pickle(lambda entry: {**entry, "labels": [0, 1, 10, 12]}),
+                    "2 labels are outside 0..9 (10 classes), the first is 10 at index 2"),
+}
+
+
+@pytest.mark.parametrize("defect", list(CIFAR_DEFECTS))
+def test_a_damaged_cifar_batch_is_named_with_what_is_wrong(defect, tmp_path):
+    write_cifar10(tmp_path, per_batch=4)
+    name, damage, problem = CIFAR_DEFECTS[defect]
+    damaged = tmp_path / "cifar-10-batches-py" / name
+    damage(damaged)
+    with pytest.raises(DatasetCorruptedError) as caught:
+        load_dataset("cifar10", tmp_path, verify=False)
+    assert str(caught.value).startswith(f"{damaged}: {problem}")
+
+
+def test_cifar100_needs_its_fine_labels(tmp_path):
+    write_cifar100(tmp_path, n_train=7, n_test=3)
+    damaged = tmp_path / "cifar-100-python" / "train"
+    edit_pickle(lambda entry: {"data": entry["data"], "labels": entry["fine_labels"]})(damaged)
+    with pytest.raises(DatasetCorruptedError, match=rf"^{damaged}: lacks the entries 'fine_labels' of a CIFAR"):
+        load_dataset("cifar100", tmp_path, verify=False)
 
 
 # --- the device loader ---------------------------------------------------------------------------------
@@ -276,6 +418,21 @@ def test_drop_last_and_unshuffled_order():
     loader, _ = id_loader(103, drop_last=True)
     assert len(loader) == 6
     assert torch.cat([y for _, y in loader]).tolist() == list(range(96))
+
+
+def test_drop_single_last_drops_only_a_last_batch_of_one_image():
+    def sizes(n: int, batch_size: int) -> list[int]:
+        loader, _ = id_loader(n, batch_size=batch_size, shuffle=True, drop_single_last=True)
+        batches = [len(y) for _, y in loader]
+        assert len(batches) == len(loader)
+        return batches
+
+    assert sizes(129, 64) == [64, 64] and sizes(130, 64) == [64, 64, 2] and sizes(128, 64) == [64, 64]
+    assert sizes(3, 1) == [1, 1, 1]  # batches of one asked for are not a remainder
+    with pytest.raises(ValueError, match=r"1 image\(s\) in batches of 4 give no batch once a last batch of one"):
+        id_loader(1, batch_size=4, drop_single_last=True)
+    with pytest.raises(ValueError, match=r"3 image\(s\) in batches of 4 give no batch once a last batch smaller"):
+        id_loader(3, batch_size=4, drop_last=True)
 
 
 def test_batches_depend_only_on_seed_and_epoch():
@@ -429,6 +586,24 @@ def test_build_loaders_without_augmentation_or_validation(tmp_path):
     for bad in (1.0, -0.1, True):
         with pytest.raises(ValueError, match=rf"val_split={bad!r} is not allowed"):
             build_loaders("cifar10", tmp_path, batch_size=8, test_batch_size=8, val_split=bad, verify=False)
+
+
+def test_passes_with_bn_in_training_mode_drop_a_last_single_image_evaluation_keeps_it(tmp_path):
+    write_cifar10(tmp_path, per_batch=30)  # 150 training images, 30 test images
+    loaders = build_loaders("cifar10", tmp_path, batch_size=128, test_batch_size=29, subset=129, verify=False)
+    assert [len(y) for _, y in loaders.train] == [128]
+    assert [len(y) for _, y in loaders.train_eval] == [128]  # the training batch size, not test_batch_size
+    assert [len(y) for _, y in loaders.test] == [29, 1]
+
+
+@pytest.mark.parametrize(
+    "overrides", [("dataset.subset=129", "trainer.batch_size=128"), ("trainer.test_batch_size=1",)],
+    ids=["last-training-batch-of-one", "test-batch-of-one"],
+)
+def test_a_run_with_batches_of_one_image_trains_probes_and_recalibrates(overrides, make_config, tmp_path):
+    summary = train.run(make_config(*overrides, "trainer.epochs=1"), tmp_path)
+    assert summary["status"] == "complete" and summary["epochs"] == 1
+    assert math.isfinite(summary["mean_shift"]) and math.isfinite(summary["test_acc_recalibrated"])
 
 
 def test_build_loaders_takes_overridden_metadata(tmp_path):

@@ -8,9 +8,10 @@
 """
 
 from varshift.data.device_loader import DeviceLoader
+from varshift.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from varshift.data.info import DATASET_NAMES, DatasetInfo, dataset_config, dataset_info
 from varshift.data.loaders import Loaders, build_loaders
-from varshift.data.sources import DatasetCorruptedError, DatasetNotFoundError, Splits, load_dataset
+from varshift.data.sources import Splits, load_dataset
 
 __all__ = [
     "DATASET_NAMES",

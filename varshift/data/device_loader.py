@@ -24,6 +24,11 @@ class DeviceLoader:
     the epoch given to :meth:`set_epoch`, and are drawn on the CPU: the same seed and epoch give the same
     batches on every device, and a run resumed at epoch ``e`` sees what an uninterrupted run sees. Call
     :meth:`set_epoch` before each epoch; iterating twice without it repeats the epoch.
+
+    ``drop_last`` drops a last batch smaller than ``batch_size``; ``drop_single_last`` drops it only when it
+    holds exactly one image (with ``batch_size`` > 1), for passes that run BN in training mode: BN cannot
+    take batch statistics of one image (``Expected more than 1 value per channel when training``), and a
+    variance probe cannot take an unbiased variance of one.
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class DeviceLoader:
         seed: int = 0,
         device: str | torch.device = "cpu",
         drop_last: bool = False,
+        drop_single_last: bool = False,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
@@ -56,8 +62,8 @@ class DeviceLoader:
                 f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({channels}), std > 0"
             )
         self.batch_size = check_int(batch_size, "batch_size", 1)
-        if drop_last and batch_size > len(images):
-            raise ValueError(f"drop_last with batch_size={batch_size} > {len(images)} images gives no batch")
+        self.drop_last = bool(drop_last)
+        self.drop_single_last = bool(drop_single_last)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -65,7 +71,10 @@ class DeviceLoader:
         self.flip = bool(flip)
         self.shuffle = bool(shuffle)
         self.seed = check_int(seed, "seed", 0)
-        self.drop_last = bool(drop_last)
+        if len(self) == 0:
+            dropped = "a last batch smaller than that" if self.drop_last else "a last batch of one image"
+            raise ValueError(f"{len(images)} image(s) in batches of {batch_size} give no batch once {dropped} "
+                             "is dropped; use more images or a smaller batch_size")
         self.epoch = 0
         self._scale, self._shift = normaliser(mean, std, self.device)
 
@@ -74,9 +83,9 @@ class DeviceLoader:
         return len(self.images)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+        full, rest = divmod(self.num_samples, self.batch_size)
+        dropped = self.drop_last or (self.drop_single_last and rest == 1)
+        return full + int(rest > 0 and not dropped)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = check_int(epoch, "epoch", 0)

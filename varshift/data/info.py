@@ -15,8 +15,7 @@ from omegaconf import OmegaConf
 
 from varshift.data.checks import check_int
 from varshift.paths import CONF_DIR
-
-DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist")
+from varshift.vocabulary import DATASET_NAMES
 
 
 def check_dataset_name(name: str) -> str:

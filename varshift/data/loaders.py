@@ -15,9 +15,14 @@ from varshift.data.subsets import balanced_indices, held_out_split, subset_size
 
 
 class Loaders(NamedTuple):
-    """``train``: shuffled, augmented. ``train_eval``: the same images, augmented, in order (for the
-    variance probes and BN recalibration). ``val``: held-out training images, plain (None without
-    ``val_split``). ``test``: plain, in order."""
+    """``train``: shuffled, augmented. ``train_eval``: the same images, augmented, in order, in batches of
+    the training size (for the variance probes and BN recalibration, which run BN in training mode as
+    training does). ``val``: held-out training images, plain (None without ``val_split``). ``test``: plain,
+    in order.
+
+    ``train`` and ``train_eval`` drop a last batch of exactly one image (``drop_single_last``): BN in
+    training mode cannot normalise a single image. ``val`` and ``test`` keep every image: eval-mode BN
+    handles a batch of one."""
 
     info: DatasetInfo
     train: DeviceLoader
@@ -48,13 +53,15 @@ def build_loaders(
     images, class-balanced, chosen with ``seed``. ``val_split``: the fraction of the (subset of the)
     training images held out, class-balanced, as ``val``. ``augment=False`` turns crop and flip off.
     ``info``: the metadata to use (e.g. from an overridden ``cfg.dataset``); by default the YAML's.
+    ``test_batch_size`` is the batch size of ``test`` and ``val``; ``train`` and ``train_eval`` use
+    ``batch_size``. Every file is checked, and labels must be below ``info.num_classes``.
     """
     info = dataset_info(name) if info is None else info
     if info.name != name:
         raise ValueError(f"info is for dataset {info.name!r}, not {name!r}")
     if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
         raise ValueError(f"val_split={val_split!r} is not allowed: give a fraction in [0, 1)")
-    splits = load_dataset(name, root, download=download, verify=verify)
+    splits = load_dataset(name, root, download=download, verify=verify, num_classes=info.num_classes)
     expected = [info.channels, info.size, info.size]
     if list(splits.train_images.shape[1:]) != expected:
         raise ValueError(
@@ -76,14 +83,13 @@ def build_loaders(
         train_images, train_labels = train_images[kept], train_labels[kept]
     train_images, train_labels = train_images.to(device), train_labels.to(device)  # one copy for two loaders
     augmentation = dict(crop_padding=info.crop_padding, flip=info.flip) if augment else {}
+    bn_training = dict(batch_size=batch_size, drop_single_last=True, **augmentation, **common)
     return Loaders(
         info=info,
-        train=DeviceLoader(
-            train_images, train_labels, batch_size=batch_size, shuffle=True, **augmentation, **common
-        ),
+        train=DeviceLoader(train_images, train_labels, shuffle=True, **bn_training),
         test=DeviceLoader(test_images, test_labels, **evaluation),
         val=val,
-        train_eval=DeviceLoader(train_images, train_labels, **augmentation, **evaluation),
+        train_eval=DeviceLoader(train_images, train_labels, **bn_training),
     )
 
 

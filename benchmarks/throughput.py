@@ -317,7 +317,8 @@ def probe_image_count(args: argparse.Namespace) -> int:
 def bf16_accuracy(args: argparse.Namespace, device: torch.device, run_dir: Path) -> dict:
     """Train the first network in fp32 and in bf16 on the same learnable data; compare test accuracies."""
     model = args.models[0]
-    short_run = (f"trainer.epochs={args.bf16_epochs}", "probe.batches=1", "probe.recalibrate=false")
+    short_run = (f"trainer.epochs={args.bf16_epochs}", "optim.schedule=constant",  # too short for milestones
+                 "probe.batches=1", "probe.recalibrate=false")
     configs = {precision: compose_config(args, model, f"trainer.bf16={switch}", *short_run)
                for precision, switch in (("fp32", "off"), ("bf16", "on"))}
     info = DatasetInfo.from_config(configs["fp32"]["dataset"])

@@ -4,6 +4,10 @@ At ``scale=paper`` the preset's own sweep runs (the paper's networks on CIFAR). 
 ``demo`` the network and dataset axes of the sweep are replaced by the scale's stand-ins
 (``scale.models`` / ``scale.datasets`` in ``conf/scale/<scale>.yaml``), so the same artifact runs on
 a laptop. Finished runs are skipped, so an interrupted recipe is simply started again.
+
+Before anything is launched every job of every sweep is validated and each dataset loaded once
+(``varshift.sweep.check_sweep``): a bad setting or missing data fails once, in one line, not once per
+job; the recipe stops at the first command that fails.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from varshift.config import SCALES
 from varshift.paths import CONF_DIR
+from varshift.sweep import check_sweep
+from varshift.user_errors import reported_user_errors, request_tracebacks
+from varshift.vocabulary import SCALES
 
 
 def scale_axes(scale: str) -> list[str]:
@@ -36,15 +42,15 @@ def seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
-def train_command(experiment: str, scale: str, seeds: Sequence[int] | None, launcher: str | None,
-                  overrides: Sequence[str]) -> list[str]:
-    command = [sys.executable, "-m", "varshift.cli", "-m", f"experiment={experiment}", f"scale={scale}",
-               *scale_axes(scale)]
-    if seeds:
-        command.append("seed=" + ",".join(str(s) for s in seeds))
-    if launcher:
-        command.append(f"hydra/launcher={launcher}")
-    return command + list(overrides)
+def sweep_overrides(experiment: str, scale: str, seeds: Sequence[int] | None, overrides: Sequence[str]) -> list[str]:
+    """The overrides of ``varshift-train -m`` for the preset's sweep at ``scale``."""
+    seed_axis = ["seed=" + ",".join(str(s) for s in seeds)] if seeds else []
+    return [f"experiment={experiment}", f"scale={scale}", *scale_axes(scale), *seed_axis, *overrides]
+
+
+def train_command(sweep: Sequence[str], launcher: str | None) -> list[str]:
+    command = [sys.executable, "-m", "varshift.cli", "-m", *sweep]
+    return command + ([f"hydra/launcher={launcher}"] if launcher else [])
 
 
 def sweep_dir(experiment: str, scale: str) -> Path:
@@ -56,8 +62,11 @@ def analysis_command(artifact: str, experiment: str, scale: str, out: Path) -> l
 
 
 def run(command: list[str]) -> None:
+    """Run ``command``; if it fails (it has said why), stop the recipe with its exit status."""
     print("+", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
+    returncode = subprocess.run(command).returncode
+    if returncode:
+        raise SystemExit(returncode)
 
 
 def main(experiment: str, artifacts: Sequence[str], scale_overrides: dict[str, list[str]] | None = None,
@@ -76,12 +85,19 @@ def main(experiment: str, artifacts: Sequence[str], scale_overrides: dict[str, l
                         help="seeds to sweep, comma-separated: 0,1,2 (default: the preset's)")
     parser.add_argument("--launcher", help="Hydra launcher: joblib, local (2 parallel jobs), slurm, submitit_slurm")
     parser.add_argument("--skip-training", action="store_true", help="only run the analysis of existing runs")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.epochs=2")
     args = parser.parse_args(argv)
+    request_tracebacks(args.debug)
     overrides = [*(scale_overrides or {}).get(args.scale, []), *args.overrides]
     if not args.skip_training:
-        for sweep in ([], *extra_sweeps):
-            run(train_command(experiment, args.scale, args.seeds, args.launcher, [*sweep, *overrides]))
+        sweeps = [sweep_overrides(experiment, args.scale, args.seeds, [*extra, *overrides])
+                  for extra in ([], *extra_sweeps)]
+        with reported_user_errors(parser.prog):
+            for sweep in sweeps:
+                print(f"checked the {check_sweep(sweep)} jobs of {shlex.join(sweep)}", flush=True)
+        for sweep in sweeps:
+            run(train_command(sweep, args.launcher))
     out = Path("results") / experiment / args.scale
     for artifact in artifacts:
         run(analysis_command(artifact, experiment, args.scale, out))

@@ -14,9 +14,10 @@ from omegaconf import OmegaConf
 from varshift.paths import REPO_DIR
 
 
-def run(*command: str, cwd: Path) -> None:
+def run(*command: str, cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, *command], cwd=cwd, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 def markdown_rows(path: Path) -> list[list[str]]:
@@ -28,16 +29,17 @@ def markdown_rows(path: Path) -> list[list[str]]:
 def fig4_smoke(fashion_root, tmp_path_factory) -> Path:
     """Four configurations (drop 0 / 0.5 x before_bn / before_conv) through experiments/fig4.py."""
     workdir = tmp_path_factory.mktemp("recipe")
-    run(str(REPO_DIR / "experiments" / "fig4.py"), "--scale", "smoke", "--seeds", "0",
-        f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1",
-        "dropout.rate=0.0,0.5", cwd=workdir)
+    result = run(str(REPO_DIR / "experiments" / "fig4.py"), "--scale", "smoke", "--seeds", "0",
+                 f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1",
+                 "dropout.rate=0.0,0.5", cwd=workdir)
+    assert "checked the 4 jobs of experiment=fig4 scale=smoke" in result.stdout
     return workdir
 
 
 def runs_by_setting(workdir: Path) -> dict[tuple[str, float], Path]:
     runs = {}
     for summary in (workdir / "multirun" / "fig4" / "smoke").rglob("summary.json"):
-        cfg = OmegaConf.load(summary.parent / ".hydra" / "config.yaml")
+        cfg = OmegaConf.load(summary.parent / "config.yaml")
         runs[(cfg.dropout.position, cfg.dropout.rate)] = summary.parent
     return runs
 
@@ -46,7 +48,8 @@ def test_the_sweep_runs_every_configuration_of_the_preset(fig4_smoke):
     runs = runs_by_setting(fig4_smoke)
     assert sorted(runs) == [("before_bn", 0.0), ("before_bn", 0.5), ("before_conv", 0.0), ("before_conv", 0.5)]
     for run_dir in runs.values():
-        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        assert not (run_dir / ".hydra").exists()
         assert (cfg.experiment_name, cfg.scale.name, cfg.model.name, cfg.dropout.kind) == (
             "fig4", "smoke", "small_cnn", "bernoulli")
 
@@ -106,3 +109,21 @@ def test_launchers_compose_with_one_folder_per_setting(launcher, target, setting
     assert cfg.hydra.launcher._target_.endswith(target)
     assert {key: cfg.hydra.launcher[key] for key in settings} == settings
     assert cfg.hydra.sweep.dir == "multirun/table3/smoke"
+
+
+def test_a_recipe_whose_data_is_missing_fails_once_before_launching(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_DIR / "experiments" / "fig4.py"), "--scale", "smoke",
+                             "dataset=mnist", f"dataset.root={tmp_path}", "dataset.download=false"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.startswith("experiments/fig4.py: error: dataset 'mnist'"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_the_sweep_check_names_the_job_with_a_bad_setting():
+    from varshift.sweep import check_sweep
+
+    with pytest.raises(ValueError, match=r"the job dropout.position=none seed=0 of the sweep: "
+                                         r"config dropout.position='none' is not allowed"):
+        check_sweep(["scale=smoke", "dropout=bernoulli", "dropout.position=before_bn,none", "seed=0,1"])

@@ -6,10 +6,16 @@ Examples::
     varshift-train dropout=uniform dropout.rate=0.3 dropout.position=before_conv
     varshift-train -m dropout.rate=0.1,0.3,0.5 seed=0,1,2          # a sweep, one job per setting
     varshift-train -m experiment=fig4 scale=paper hydra/launcher=slurm
+
+A user's mistake (a bad config or override, missing data, a run directory in use, a launcher that cannot
+start) ends the command with one line, ``varshift-train: error: ...``, and exit status 2; ``--debug`` (or
+``HYDRA_FULL_ERROR=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -19,20 +25,39 @@ from omegaconf import DictConfig
 from varshift import train
 from varshift.config import register_schema, to_plain, validate
 from varshift.paths import CONF_DIR
+from varshift.user_errors import reported_user_errors, request_tracebacks
+
+PROG = "varshift-train"
 
 register_schema()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    settings = validate(to_plain(cfg))
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = train.run(settings, run_dir)
+def train_app(cfg: DictConfig) -> float | None:
+    # Reported here, not only in main: Hydra would print its own line about the failed job first. SystemExit
+    # passes through Hydra, so a sweep stops at its first job with a user error.
+    with reported_user_errors(PROG):
+        settings = validate(to_plain(cfg))
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        in_joblib_worker = HydraConfig.get().launcher._target_.endswith("JoblibLauncher")
+        summary = train.run(settings, run_dir, stop_with_parent=in_joblib_worker)
     print(f"{run_dir}: test accuracy {summary['test_acc']:.2f}%"
           + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
              if "test_acc_recalibrated" in summary else "")
           + f", mean shift {summary['mean_shift']:.4f}")
     return summary["test_acc"]
+
+
+def main() -> None:
+    """The ``varshift-train`` command: the Hydra app, with ``--debug`` and one-line user errors."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv.remove("--debug")
+    request_tracebacks(debug)
+    # Hydra then raises its composition errors (a bad override, an unknown group option) instead of printing them.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with reported_user_errors(PROG):
+        train_app()
 
 
 if __name__ == "__main__":

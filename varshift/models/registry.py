@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from types import MappingProxyType
 
+import torch
 from torch import nn
 
 from varshift.models.densenet import DenseNetBC
@@ -50,6 +51,13 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, dropout=
             raise ValueError(f"model {name!r} has no parameter {key!r}; its parameters: {', '.join(allowed)}")
     return family(num_classes=num_classes, in_channels=in_channels, dropout=dropout, position=position,
                   **kwargs)
+
+
+def build_on_meta(name: str, position: str = "none", **kwargs) -> nn.Module:
+    """Network ``name`` with the default dropout at ``position`` on the meta device: its layers without the
+    memory or the time to initialise them, for counting them. ``kwargs`` as in :func:`build_model`."""
+    with torch.device("meta"):
+        return build_model(name, dropout=DEFAULT_DROPOUT, position=position, **kwargs)
 
 
 def _family(name: str) -> type[nn.Module]:

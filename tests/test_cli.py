@@ -1,0 +1,51 @@
+"""varshift-train's user errors: one line on stderr and exit status 2; the traceback with --debug."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "VARSHIFT_DEBUG": "0", **env}
+    return subprocess.run([sys.executable, "-m", "varshift.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("varshift-train: error: ") and result.stderr.count("\n") == 1, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args,env", [(["--debug"], {}), ([], {"HYDRA_FULL_ERROR": "1"})])
+def test_debug_shows_the_traceback(tmp_path, args, env):
+    result = run_cli("optim.lr=inf", f"hydra.run.dir={tmp_path}", *args, **env)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ValueError: config optim.lr=inf" in result.stderr, result.stderr
+
+
+def test_a_composition_error_is_one_line(tmp_path):
+    assert_one_line_error(run_cli("experiment=fig9", f"hydra.run.dir={tmp_path}"),
+                          "Could not find 'experiment/fig9'", "fig4, fig5")
+
+
+def test_missing_data_stops_a_sweep_at_its_first_job(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("-m", "scale=smoke", "dataset=mnist", f"dataset.root={empty}", "dataset.download=false",
+                     "seed=0,1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert_one_line_error(result, "dataset 'mnist'", str(empty))
+    assert [path.name for path in (tmp_path / "sweep").iterdir() if path.is_dir()] == ["dataset=mnist,seed=0"]
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is installed here")
+def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_cli("-m", "hydra/launcher=slurm", "scale=smoke", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    assert_one_line_error(result, "srun", "hydra/launcher=local")

@@ -1,0 +1,71 @@
+"""How varshift's commands report a user's mistake: one line on stderr, ``<prog>: error: <message>``, and exit
+status 2, as argparse does; the traceback instead when asked for (``--debug``, ``HYDRA_FULL_ERROR=1``).
+
+A user's mistake: a bad config or override (``ValueError``, Hydra's composition errors), missing or damaged
+data, a run directory that another process holds, a SLURM launcher where SLURM is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from varshift.data import DatasetCorruptedError, DatasetNotFoundError
+from varshift.rundir import RunDirInUse
+
+USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
+# In the environment, so that the jobs a launcher starts in other processes see it too.
+DEBUG_ENV = "VARSHIFT_DEBUG"
+
+
+def request_tracebacks(requested: bool) -> None:
+    """Show the tracebacks of user errors, here and in the processes started from here, when ``requested``
+    (``--debug``) or when ``HYDRA_FULL_ERROR=1``."""
+    if requested or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ[DEBUG_ENV] = "1"
+
+
+def hydra_message(err: HydraException) -> str:
+    """Hydra's report (sentences, an indented list, the cause below) in one line."""
+    text = str(err).split("Config search path:")[0]
+    if isinstance(err.__cause__, OmegaConfBaseException):  # its first line; the others name the schema class
+        text += "\n" + str(err.__cause__).splitlines()[0]
+    pieces = []
+    for line in filter(str.strip, text.splitlines()):
+        if line.startswith("\t") and pieces:  # an item of the list the previous line announced
+            pieces[-1] += (" " if pieces[-1].endswith(":") else ", ") + line.strip()
+        else:
+            pieces.append(line.strip().rstrip("."))
+    return re.sub(r"\s+", " ", "; ".join(pieces))
+
+
+def user_message(err: Exception) -> str | None:
+    """The message to show for ``err`` if it is a user's mistake, else None."""
+    if isinstance(err, HydraException):
+        return hydra_message(err)
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    if isinstance(err, RuntimeError) and "srun" in str(err) and shutil.which("srun") is None:  # submitit's check
+        return (f"{err} (hydra/launcher=slurm submits with SLURM's sbatch and srun, which are not on PATH here: "
+                "launch from a SLURM login node, or run the sweep on this machine with hydra/launcher=local)")
+    return None
+
+
+@contextlib.contextmanager
+def reported_user_errors(prog: str) -> Iterator[None]:
+    """A user's mistake inside ends the process: one line on stderr, exit status 2."""
+    try:
+        yield
+    except Exception as err:
+        message = user_message(err)
+        if message is None or os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -9,12 +9,11 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
 from varshift import train
-from varshift.train import CHECKPOINT, Trainer, TrainingDiverged
+from varshift.train import CHECKPOINT, CONFIG_FILE, Trainer, TrainingDiverged, load_checkpoint
 
-RUN_FILES = ("metrics.jsonl", "variance.csv", "alignment.csv", "summary.json", CHECKPOINT)
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "variance.csv", "alignment.csv", "summary.json", CHECKPOINT)
 TIMING_KEYS = ("seconds", "images_per_s")
 
 
@@ -97,9 +96,10 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
         return {**row, "train_loss": float("nan")} if self.epoch == 2 else row
 
     monkeypatch.setattr(Trainer, "train_one_epoch", nan_in_epoch_two)
-    with pytest.raises(TrainingDiverged, match=r"became nan in epoch 2.*last good checkpoint \(epoch 1\)"):
+    with pytest.raises(TrainingDiverged, match=r"in epoch 2: the training loss became nan.*last good checkpoint "
+                                               r"\(epoch 1\)"):
         train.run(cfg, tmp_path)
-    assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 1
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
     assert len(read_metrics(tmp_path)) == 1
 
 
@@ -151,13 +151,15 @@ def run_cli(*args, env_extra=None):
     ("dropout.position=befor_bn", ["befor_bn", "before_bn", "before_conv", "head"]),
     ("model=resnet50", ["model/resnet50", "preresnet110", "small_cnn"]),
     ("dropout.rate=-0.1", ["dropout.rate=-0.1", "[0, 1)"]),
+    ("+trainer.epoch=2", ["trainer.epoch=2", "epochs, batch_size"]),
 ])
 def test_the_command_line_reports_bad_configs(fashion_root, tmp_path, override, expected):
     result = run_cli("scale=smoke", f"dataset.root={fashion_root}", f"hydra.run.dir={tmp_path}", override)
-    assert result.returncode != 0
+    assert result.returncode == 2
+    assert result.stderr.startswith("varshift-train: error: ") and result.stderr.count("\n") == 1, result.stderr
     for text in expected:
         assert text in result.stderr, result.stderr
-    assert not (tmp_path / "metrics.jsonl").exists()
+    assert not any(tmp_path.iterdir())
 
 
 def test_multirun_of_two_jobs_writes_two_complete_run_directories(fashion_root, tmp_path):
@@ -165,9 +167,10 @@ def test_multirun_of_two_jobs_writes_two_complete_run_directories(fashion_root, 
                      "trainer.device=cpu", "trainer.epochs=1", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     run_dirs = sorted(p.parent for p in tmp_path.rglob("summary.json"))
-    assert [d.name for d in run_dirs] == ["seed=0,trainer.epochs=1", "seed=1,trainer.epochs=1"]
+    assert [d.name for d in run_dirs] == ["seed=0,trainer.device=cpu,trainer.epochs=1",
+                                          "seed=1,trainer.device=cpu,trainer.epochs=1"]
     for run_dir in run_dirs:
-        for name in (*RUN_FILES, ".hydra/config.yaml"):
+        for name in RUN_FILES:
             assert (run_dir / name).stat().st_size > 0, (run_dir, name)
         assert len(read_metrics(run_dir)) == 1
 

@@ -4,20 +4,43 @@ The files are the source of truth (DESIGN.md, "Outputs of one run"): ``metrics.j
 per epoch), ``variance.csv`` (the per-layer variance shift at every probe), ``alignment.csv``
 (cos^2 and d cos^2 of every conv layer) and ``summary.json``. Each is rewritten atomically from the
 history held in memory, so a run killed at any moment leaves complete files, and a resumed run
-rewrites them from the history stored in its checkpoint.
+rewrites them from the history stored in its checkpoint. JSON is strict: a missing or non-finite number is
+``null``.
+
+wandb never stops a run: ``WANDB_MODE`` (when set) overrides ``logger.wandb.mode``; ``wandb.init`` and the
+final upload wait at most ``WANDB_TIMEOUT_S`` for the server (``WANDB_INIT_TIMEOUT``, ``WANDB_LOGIN_TIMEOUT``
+and ``WANDB_FINISH_TIMEOUT`` override it); when wandb cannot start, the run says so and records to its
+local files only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from varshift.io import atomic_write_json, atomic_write_text
+from varshift.io import atomic_write_json, atomic_write_text, strict_json
 
-VARIANCE_COLUMNS = ["stage", "epoch", "layer", "name", "moving_var", "real_var", "train_var", "shift"]
+VARIANCE_COLUMNS = ["stage", "epoch", "layer", "name", "moving_var", "real_var", "train_var", "shift", "input_mean",
+                    "input_var", "fed_by_dropout"]
+# Seconds wandb may wait for its server: to log in, to start the run, to upload at the end. Without a bound an
+# unreachable server holds a job for minutes, then kills it.
+WANDB_TIMEOUT_S = 60.0
+WANDB_TIMEOUTS = ("login_timeout", "init_timeout", "finish_timeout")
+
+
+def wandb_mode(logger: dict) -> str:
+    """``WANDB_MODE`` when set, else ``logger.wandb.mode``."""
+    return os.environ.get("WANDB_MODE") or logger["wandb"]["mode"]
+
+
+def wandb_timeouts() -> dict:
+    """Our bound for each wandb timeout that its own environment variable (``WANDB_INIT_TIMEOUT``, ...) leaves unset."""
+    return {name: WANDB_TIMEOUT_S for name in WANDB_TIMEOUTS if f"WANDB_{name.upper()}" not in os.environ}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -54,15 +77,21 @@ class RunRecorder:
     # -- wandb --
     def start_wandb(self) -> None:
         settings = self.config["logger"]["wandb"]
-        if settings["mode"] == "disabled":
+        mode = wandb_mode(self.config["logger"])
+        if mode == "disabled":
             return
         import wandb  # imported only when enabled: wandb is never needed for a run to work
 
         run_id = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
-        self._wandb_run = wandb.init(
-            project=settings["project"], entity=settings["entity"], mode=settings["mode"],
-            tags=settings["tags"], group=self.config["experiment_name"], dir=str(self.run_dir),
-            name=self.run_dir.name, id=run_id, resume="allow", config=flatten(self.config), reinit=True)
+        try:
+            self._wandb_run = wandb.init(
+                project=settings["project"], entity=settings["entity"], mode=mode,
+                tags=settings["tags"], group=self.config["experiment_name"], dir=str(self.run_dir),
+                name=self.run_dir.name, id=run_id, resume="allow", config=flatten(self.config), reinit=True,
+                settings=wandb.Settings(**wandb_timeouts()))
+        except Exception as error:  # wandb fails in many ways (no network, no login, server errors): none stops a run
+            print(f"wandb could not start ({type(error).__name__}: {error}); this run records to its local files "
+                  f"only ({self.run_dir})", file=sys.stderr)
 
     def finish_wandb(self, exit_code: int) -> None:
         if self._wandb_run is not None:
@@ -86,7 +115,7 @@ class RunRecorder:
                                  f"mean_shift/{stage}": float(frame["shift"].mean())}, step=epoch)
 
     def write_files(self) -> None:
-        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.epochs)
+        lines = "".join(strict_json(row, sort_keys=True) + "\n" for row in self.epochs)
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         frame = pd.DataFrame(self.variance, columns=VARIANCE_COLUMNS)
         atomic_write_text(self.run_dir / "variance.csv", frame.to_csv(index=False))

@@ -2,9 +2,16 @@
 
 A run trains with SGD, records every epoch, probes the variance shift of every BN layer, then
 recalibrates BN and measures again (DESIGN.md, "Outputs of one run"). After every epoch it writes
-``checkpoint.pt`` atomically; rerunning in the same directory resumes from it (the data order and
-augmentation depend only on the seed and the epoch, and the RNG state is in the checkpoint, so the
-resumed run ends with the same numbers as an uninterrupted one). A finished run is not repeated.
+``checkpoint.pt`` atomically, behind a sha256 of its content; rerunning in the same directory resumes from
+it (the data order and augmentation depend only on the seed and the epoch, and the RNG state is in the
+checkpoint, so the resumed run ends with the same numbers as an uninterrupted one). A finished run is not
+repeated.
+
+A run directory belongs to one process and one config: ``run`` locks it for its whole length
+(``varshift.rundir``), writes the config once to ``config.yaml`` before the first epoch, and refuses a rerun
+whose config differs in a key that is not neutral (``varshift.vocabulary.is_neutral``). Nothing non-finite
+is kept: a NaN or infinite loss, parameter, BN statistic or variance probe stops the run before its
+checkpoint is written.
 """
 
 from __future__ import annotations
@@ -14,32 +21,42 @@ import math
 import os
 import platform
 import random
+import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 import varshift
 from varshift import theory
 from varshift.bn import recalibrate_bn
+from varshift.config import milestone_epochs
 from varshift.data import DatasetInfo, Loaders, build_loaders
-from varshift.io import atomic_write
+from varshift.io import CorruptFile, atomic_write_text, read_verified, write_verified
 from varshift.models import build_model
 from varshift.probes import measure_variance_shift
+from varshift.rundir import locked, remove_stale_temporary_files
 from varshift.tracking import RunRecorder, flatten, read_summary
+from varshift.vocabulary import NEUTRAL_KEYS, is_neutral
 
 CHECKPOINT = "checkpoint.pt"
-# Keys that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = ("logger.", "trainer.progress", "trainer.device", "trainer.threads", "dataset.root",
-                     "dataset.download", "dataset.verify")
+CONFIG_FILE = "config.yaml"
+LOSS_NAMES = {"train_loss": "the training loss", "test_loss": "the test loss", "val_loss": "the validation loss"}
+SHOWN_PROBLEMS = 5
 
 
 class TrainingDiverged(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """A loss, a parameter, a BN statistic or a variance probe became NaN or infinite."""
+
+
+class ParentExited(RuntimeError):
+    """The process that started the run has exited (the run was started with ``stop_with_parent``)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,6 +65,13 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"config trainer.device={name!r} is not allowed: no CUDA device here (use auto or cpu)")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """``cuda:0`` rather than ``cuda``: the device the run really uses."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
 
 
 def switch_on(value: str, device: torch.device) -> bool:
@@ -89,7 +113,7 @@ def build_optimizer(model: nn.Module, optim: dict, device: torch.device) -> torc
 
 def lr_factor(optim: dict, epochs: int):
     """The learning-rate multiplier of each epoch (0-based), for ``LambdaLR``."""
-    milestones = [round(m * epochs) for m in optim["milestones"]]
+    milestones = milestone_epochs(optim, epochs)
     if optim["schedule"] == "multistep":
         return lambda e: optim["gamma"] ** sum(e >= m for m in milestones)
     if optim["schedule"] == "cosine":
@@ -115,6 +139,52 @@ def alignment_table(model: nn.Module):
     return pd.DataFrame(rows, columns=["layer", "name", "d", "cos2", "d_cos2"])
 
 
+def non_finite_losses(row: dict) -> list[str]:
+    return [f"{name} became {row[key]}" for key, name in LOSS_NAMES.items()
+            if key in row and not math.isfinite(row[key])]
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """The parameters and buffers (BN running_mean, running_var, ...) of ``model`` that hold a NaN or inf."""
+    tensors = {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).tolist()  # one device sync
+    return [f"{name} holds NaN or inf" for name, ok in zip(tensors, finite, strict=True) if not ok]
+
+
+def non_finite_probe(table, stage: str) -> list[str]:
+    rows = ~np.isfinite(table.select_dtypes("number")).all(axis=1)
+    return [f"the variance probe ({stage}) of BN layer {name} holds NaN or inf" for name in table.loc[rows, "name"]]
+
+
+def check_same_config(saved: dict, cfg: dict, source: Path) -> None:
+    """Refuse ``cfg`` where it differs from the config ``saved`` in ``source`` in a key that is not neutral."""
+    old, new = flatten(saved), flatten(cfg)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not is_neutral(k))
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(f"{source} was written with another config ({details}); only {', '.join(NEUTRAL_KEYS)} "
+                         "may change: resume with the same config or choose a new run directory (hydra.run.dir=...)")
+
+
+def read_config(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / CONFIG_FILE
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The state a ``Trainer`` saved in ``path``, after checking its content hash, with its tensors on the CPU
+    (where the RNG states must be; ``load_state_dict`` moves the model's and the optimizer's to their device)."""
+    try:
+        payload = read_verified(path)
+    except CorruptFile as error:
+        raise CorruptFile(f"checkpoint {error}; delete it to start the run again") from None
+    return torch.load(BytesIO(payload), map_location="cpu", weights_only=False)
+
+
+def describe_hardware(hardware: dict) -> str:
+    return f"{hardware['device']} with {hardware['threads']} torch threads"
+
+
 class PreparedBatches:
     """A re-iterable view of a loader whose inputs are put in the training memory format."""
 
@@ -128,8 +198,9 @@ class PreparedBatches:
 class Trainer:
     """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
 
-    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None):
-        """``loaders`` replaces the dataset of ``cfg`` (benchmarks pass synthetic data)."""
+    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None, *, parent_pid: int | None = None):
+        """``loaders`` replaces the dataset of ``cfg`` (benchmarks pass synthetic data); with ``parent_pid``
+        training stops (``ParentExited``) once this process is no longer that process's child."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         trainer = cfg["trainer"]
@@ -138,6 +209,9 @@ class Trainer:
         self.channels_last = switch_on(trainer["channels_last"], self.device)
         if trainer["threads"] is not None:
             torch.set_num_threads(trainer["threads"])
+        # what the config leaves open ("auto", the default thread count) and may differ on a resumption
+        self.hardware = {"device": device_name(self.device), "threads": torch.get_num_threads()}
+        self.parent_pid = parent_pid
         seed_everything(cfg["seed"], trainer["deterministic"])
         data = cfg["dataset"]
         self.loaders = loaders or build_loaders(
@@ -159,42 +233,71 @@ class Trainer:
         self.epoch = 0
         self.best_val_acc = -1.0
         self.epochs_without_improvement = 0
+        self.stopped_early = False
         self.best_test_acc = 0.0
         self.wall_time = 0.0
+        self.saved_epoch = 0
 
     # -- checkpoints --
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
                 "best_val_acc": self.best_val_acc, "epochs_without_improvement": self.epochs_without_improvement,
-                "best_test_acc": self.best_test_acc, "wall_time": self.wall_time, "config": self.cfg}
+                "stopped_early": self.stopped_early, "best_test_acc": self.best_test_acc,
+                "wall_time": self.wall_time, "config": self.cfg, "hardware": self.hardware}
 
     def save_checkpoint(self) -> None:
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(self.state_dict(), tmp))
+        buffer = BytesIO()
+        torch.save(self.state_dict(), buffer)
+        write_verified(self.run_dir / CHECKPOINT, buffer.getvalue())
+        self.saved_epoch = self.epoch
 
     def resume(self) -> bool:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.check_same_config(state["config"])
+        state = load_checkpoint(path)
+        check_same_config(state["config"], self.cfg, path)
+        if state["hardware"] != self.hardware:
+            print(f"WARNING: {self.run_dir} ran until epoch {state['epoch']} on {describe_hardware(state['hardware'])} "
+                  f"and resumes on {describe_hardware(self.hardware)}: other kernels round differently, so its "
+                  "results may differ from an uninterrupted run's", file=sys.stderr)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.recorder.load_state_dict(state["recorder"])
-        for key in ("epoch", "best_val_acc", "epochs_without_improvement", "best_test_acc", "wall_time"):
+        for key in ("epoch", "best_val_acc", "epochs_without_improvement", "stopped_early", "best_test_acc",
+                    "wall_time"):
             setattr(self, key, state[key])
+        self.saved_epoch = self.epoch
         return True
 
-    def check_same_config(self, saved: dict) -> None:
-        old, new = flatten(saved), flatten(self.cfg)
-        changed = sorted(k for k in old.keys() | new.keys()
-                         if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES))
-        if changed:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-            raise ValueError(f"{self.run_dir / CHECKPOINT} was written with another config ({details}); "
-                             "resume with the same config or choose a new run directory (hydra.run.dir=...)")
+    def write_config(self) -> None:
+        """``config.yaml``, the run directory's config: written once, before the first epoch."""
+        path = self.run_dir / CONFIG_FILE
+        if not path.exists():
+            atomic_write_text(path, yaml.safe_dump(self.cfg, sort_keys=False))
+
+    # -- stopping --
+    def stop_if_diverged(self, problems: list[str]) -> None:
+        """Raise ``TrainingDiverged`` naming ``problems`` (nothing when empty): no checkpoint of them is written."""
+        if not problems:
+            return
+        more = len(problems) - SHOWN_PROBLEMS
+        named = "; ".join(problems[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+        kept = (f"keeps its last good checkpoint (epoch {self.saved_epoch})" if self.saved_epoch
+                else "has no checkpoint yet")
+        raise TrainingDiverged(
+            f"training diverged in epoch {self.epoch}: {named}. The run stops and {kept} in {self.run_dir}. "
+            f"Lower optim.lr (now {self.optimizer.param_groups[0]['lr']}) or the dropout rate, or switch "
+            "trainer.bf16=off.")
+
+    def stop_if_orphaned(self) -> None:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            raise ParentExited(
+                f"the process that started this run (pid {self.parent_pid}) has exited; {self.run_dir} stops in "
+                f"epoch {self.epoch} and keeps its checkpoint of epoch {self.saved_epoch}: rerun it to resume")
 
     # -- one pass --
     def autocast(self):
@@ -216,6 +319,7 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}", leave=False,
                    disable=not self.cfg["trainer"]["progress"], unit="batch")
         for x, y in bar:
+            self.stop_if_orphaned()
             with self.autocast():
                 logits = self.forward(self.prepare(x))
                 loss = F.cross_entropy(logits, y)
@@ -251,9 +355,10 @@ class Trainer:
         return PreparedBatches(self.loaders.train_eval, self.prepare)
 
     def measure_shift(self, stage: str):
-        """The per-layer variance table (recorded under ``stage``)."""
+        """The per-layer variance table (recorded under ``stage``); ``TrainingDiverged`` if it is not finite."""
         with self.autocast():
             table = measure_variance_shift(self.model, self.training_pass(), max_batches=self.cfg["probe"]["batches"])
+        self.stop_if_diverged(non_finite_probe(table, stage))
         self.recorder.log_variance(table, stage, self.epoch)
         return table
 
@@ -265,27 +370,22 @@ class Trainer:
         return self.evaluate(self.training_pass())[1]
 
     # -- the run --
-    def run_epoch(self) -> bool:
-        """Train one epoch, record it, checkpoint; return False when training should stop early."""
+    def run_epoch(self) -> None:
+        """Train one epoch, check it is finite, record it, checkpoint (with the early-stopping decision)."""
         self.epoch += 1
-        lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        row = {"epoch": self.epoch, "lr": lr, **self.train_one_epoch()}
+        row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **self.train_one_epoch()}
         seconds = time.perf_counter() - start
-        if not math.isfinite(row["train_loss"]):
-            raise TrainingDiverged(
-                f"the training loss became {row['train_loss']} in epoch {self.epoch} (optim.lr={lr}); the run "
-                f"stops and keeps its last good checkpoint (epoch {self.epoch - 1}) in {self.run_dir}. "
-                "Lower optim.lr or the dropout rate, or switch trainer.bf16=off.")
-        self.scheduler.step()
         row["test_loss"], row["test_acc"] = self.evaluate(self.loaders.test)
+        if self.loaders.val is not None:
+            row["val_loss"], row["val_acc"] = self.evaluate(self.loaders.val)
+        self.stop_if_diverged(non_finite_losses(row) + non_finite_tensors(self.model))
+        self.scheduler.step()
         row["seconds"] = seconds
         row["images_per_s"] = self.loaders.train.num_samples / seconds
         self.best_test_acc = max(self.best_test_acc, row["test_acc"])
-        keep_going = True
         if self.loaders.val is not None:
-            row["val_loss"], row["val_acc"] = self.evaluate(self.loaders.val)
-            keep_going = self.update_early_stopping(row["val_acc"])
+            self.stopped_early = not self.update_early_stopping(row["val_acc"])
         every = self.cfg["probe"]["every"]
         if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
             row["train_eval_acc"] = self.train_eval_accuracy()
@@ -294,7 +394,6 @@ class Trainer:
         self.recorder.log_epoch(row)
         self.save_checkpoint()
         self.recorder.write_files()
-        return keep_going
 
     def update_early_stopping(self, val_acc: float) -> bool:
         if val_acc > self.best_val_acc:
@@ -304,13 +403,13 @@ class Trainer:
         patience = self.cfg["trainer"]["early_stopping"]["patience"]
         return patience is None or self.epochs_without_improvement < patience
 
-    def finish(self, stopped_early: bool) -> dict:
+    def finish(self) -> dict:
         """Final probes, BN recalibration and the summary."""
         start = time.perf_counter()
         test_acc = self.recorder.epochs[-1]["test_acc"]
         train_eval_acc = self.train_eval_accuracy()
         final = self.measure_shift("final")["shift"]
-        summary = {"status": "complete", "epochs": self.epoch, "stopped_early": stopped_early,
+        summary = {"status": "complete", "epochs": self.epoch, "stopped_early": self.stopped_early,
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
                    "mean_shift": float(final.mean()), "max_shift": float(final.max())}
@@ -322,22 +421,21 @@ class Trainer:
         self.recorder.write_alignment(alignment_table(self.model))
         self.recorder.write_files()
         self.wall_time += time.perf_counter() - start
-        summary.update(wall_time_s=self.wall_time, device=str(self.device), bf16=self.bf16,
+        summary.update(wall_time_s=self.wall_time, **self.hardware, bf16=self.bf16,
                        channels_last=self.channels_last, versions=versions())
         self.recorder.write_summary(summary)
         return summary
 
     def run(self) -> dict:
-        resumed = self.resume()
-        if resumed:
+        if self.resume():
             print(f"resuming {self.run_dir} after epoch {self.epoch}")
+        self.write_config()
         self.recorder.start_wandb()
         exit_code = 1
         try:
-            keep_going = True
-            while keep_going and self.epoch < self.cfg["trainer"]["epochs"]:
-                keep_going = self.run_epoch()
-            summary = self.finish(stopped_early=not keep_going)
+            while not self.stopped_early and self.epoch < self.cfg["trainer"]["epochs"]:
+                self.run_epoch()
+            summary = self.finish()
             exit_code = 0
             return summary
         finally:
@@ -352,10 +450,23 @@ def versions() -> dict:
             "hydra": hydra.__version__, "python": platform.python_version()}
 
 
-def run(cfg: dict, run_dir: Path) -> dict:
-    """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary."""
-    summary = read_summary(run_dir)
-    if summary is not None and summary.get("status") == "complete":
-        print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
-        return summary
-    return Trainer(cfg, run_dir).run()
+def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
+    """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary.
+
+    The run holds ``run_dir`` until it returns (``RunDirInUse`` for a second process). A config that differs
+    from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file. ``stop_with_parent``:
+    stop (``ParentExited``, keeping the last checkpoint) once the process that called this one has exited, so
+    that the workers of a killed multirun do not train on.
+    """
+    run_dir = Path(run_dir)
+    parent_pid = os.getppid() if stop_with_parent else None
+    with locked(run_dir):
+        saved = read_config(run_dir)
+        if saved is not None:
+            check_same_config(saved, cfg, run_dir / CONFIG_FILE)
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") == "complete":
+            print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
+            return summary
+        remove_stale_temporary_files(run_dir)
+        return Trainer(cfg, run_dir, parent_pid=parent_pid).run()

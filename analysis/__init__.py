@@ -4,8 +4,9 @@
     runs = collect(["multirun/table4/paper"])            # one row per complete run
     print(table(runs, ["dataset.name", "model.name"], ["dropout.rate"], "test_error").markdown)
 
-Figures are in :mod:`analysis.figures`, the paper tables in :mod:`analysis.tables`, the paper's numbers in
-:mod:`analysis.paper`; ``python -m analysis --help`` makes any of them from the command line.
+Figures are in :mod:`analysis.figures` and :mod:`analysis.theory_figure`, the paper tables in
+:mod:`analysis.tables`, the paper's numbers in :mod:`analysis.paper`, one run's report in
+:mod:`analysis.report`; ``python -m analysis --help`` makes any of them from the command line.
 """
 
 from analysis.collect import collect, collect_records, collect_wandb

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -15,34 +16,43 @@ import pytest
 import yaml
 
 from analysis import figures, tables
+from analysis import report as analysis_report
 from analysis.__main__ import main
 from analysis.collect import collect, collect_records, collect_wandb, find_run_dirs
+from analysis.labels import experiment_title
 from analysis.paper import PAPER_NUMBERS, paper_reference
-from varshift import theory
+from analysis.plotting import run_labels
+from analysis.theory_figure import theory_vs_measured
 
-PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "PAPER.md"
+REPO_DIR = Path(__file__).resolve().parents[1]
+PAPER_MD = REPO_DIR.parent / "shared" / "PAPER.md"
 CELL = re.compile(r"^(?P<mean>-?\d+\.\d+)(?: ± (?P<std>\d+\.\d+))?(?: \((?P<notes>[^)]*)\))?$")
 
 
 # -- fabricated run directories (the trainer's contract) --
 
 def make_run(root: Path, name: str, *, seed=0, dataset="cifar10", model="preresnet110", kind="bernoulli",
-             rate=0.5, position="before_bn", channelwise=False, experiment="test", status="complete",
-             summary=None, variance=None, metrics=None, alignment=None) -> Path:
-    """A run directory as varshift-train writes it; ``status=None`` leaves out summary.json (unfinished)."""
+             rate=0.5, position="before_bn", channelwise=False, experiment="test", lr=0.1, model_kwargs=None,
+             status="complete", summary=None, variance=None, metrics=None, alignment=None) -> Path:
+    """A run directory as varshift-train writes it; ``status=None`` leaves out summary.json (unfinished).
+
+    The neutral keys (the data folder, the progress bar, the logger) differ from seed to seed, as they may.
+    """
     run = root / name
-    (run / ".hydra").mkdir(parents=True)
+    run.mkdir(parents=True)
     config = {"experiment_name": experiment, "seed": seed,
-              "dataset": {"name": dataset, "root": "${oc.env:VARSHIFT_DATA,data}"},
-              "model": {"name": model, "kwargs": {"channels": [8, 16]}},
+              "dataset": {"name": dataset, "root": f"/data/copy{seed}", "download": seed == 0},
+              "model": {"name": model, "kwargs": {"channels": [8, 16], **(model_kwargs or {})}},
               "dropout": {"kind": kind, "rate": rate, "channelwise": channelwise, "position": position},
-              "trainer": {"epochs": 3, "device": "cpu"},
-              "scale": {"name": "paper", "datasets": [dataset], "models": [model]}}
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+              "optim": {"lr": lr, "milestones": [0.5, 0.75]},
+              "trainer": {"epochs": 3, "device": "cpu", "progress": seed % 2 == 0},
+              "logger": {"wandb": {"mode": "disabled" if seed else "offline"}},
+              "scale": {"name": "paper", "datasets": ["cifar10", "cifar100"], "models": ["preresnet110", "wrn28_10"]}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     if status is not None:
-        full = {"status": status, "epochs": 3, "test_acc": 90.0, "test_error": 10.0, "mean_shift": 1.5,
-                "train_eval_acc": 95.0, "versions": {"torch": "2.14.1"}, **(summary or {})}
-        (run / "summary.json").write_text(json.dumps(full))
+        full = {"status": status, "epochs": 3, "test_acc": 90.0, "test_error": 10.0, "best_test_acc": 91.0,
+                "mean_shift": 1.5, "train_eval_acc": 95.0, "versions": {"torch": "2.14.1"}, **(summary or {})}
+        (run / "summary.json").write_text(json.dumps(full) + "\n")
     if variance is not None:
         pd.DataFrame(variance).to_csv(run / "variance.csv", index=False)
     if metrics is not None:
@@ -197,7 +207,11 @@ def test_collect_reads_run_dirs_and_multirun_folders_and_skips_incomplete_runs(t
     row = runs.set_index("seed").loc[3]
     assert (row["dropout.rate"], row["dropout.kind"], row["dataset.name"]) == (0.1, "bernoulli", "cifar10")
     assert row["model.kwargs.channels"] == (8, 16) and row["versions.torch"] == "2.14.1"
-    assert row["dataset.root"] == "${oc.env:VARSHIFT_DATA,data}"  # kept as written, not resolved
+    assert row["dataset.root"] == "/data/copy3"
+    # the setting: every config key but the seed and the neutral keys (data folder, progress bar, logger)
+    assert {"optim.lr", "optim.milestones", "trainer.device", "dataset.name"} <= set(row["setting_keys"])
+    assert not {"seed", "dataset.root", "dataset.download", "trainer.progress", "logger.wandb.mode"} & set(
+        row["setting_keys"])
     assert list(runs.set_index("seed")["test_error"].loc[[0, 1]]) == [8.0, 9.0]
 
 
@@ -232,7 +246,7 @@ def test_collect_records_tags_each_record_with_its_run(tmp_path):
 def test_collect_wandb_gives_the_columns_of_run_directories(tmp_path, monkeypatch):
     run_dir = make_run(tmp_path, "run", seed=4, rate=0.3)
     from_dirs = collect([run_dir])
-    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
 
     class FakeRun:
@@ -354,10 +368,12 @@ def test_table_keeps_different_settings_apart_and_rejects_bad_requests(tmp_path)
 
 # -- figures --
 
-def shift_rows(shifts: list[float], stage: str = "final") -> dict:
+def shift_rows(shifts: list[float], stage: str = "final", fed: list[bool] | None = None,
+               input_mean: float = 0.0, input_var: float = 1.0) -> dict:
     layers = range(len(shifts))
     return {"stage": stage, "epoch": 3, "layer": list(layers), "name": [f"bn{i}" for i in layers],
-            "moving_var": 1.0, "real_var": 1.0, "train_var": 1.0, "shift": shifts}
+            "moving_var": 1.0, "real_var": 1.0, "train_var": 1.0, "shift": shifts, "input_mean": input_mean,
+            "input_var": input_var, "fed_by_dropout": fed or [False] * len(shifts)}
 
 
 def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path, paper):
@@ -381,7 +397,7 @@ def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path
     assert len(written) == 12
     plotted = pd.read_csv(tmp_path / "out" / "fig4_shift.csv")
     assert len(plotted) == 8 * 4 and (plotted["shift"] < 9.0).all()  # the final stage only, not the probes
-    curve = plotted[(plotted["panel"] == "Dropout-(b) before_conv | cifar10")
+    curve = plotted[(plotted["panel"] == "Dropout-(b) before conv | cifar10")
                     & (plotted["dropout"] == "bernoulli 0.5") & (plotted["seed"] == 1)]
     assert list(curve["shift"]) == pytest.approx([1.5, 2.0, 2.5, 3.0])
     errors = pd.read_csv(tmp_path / "out" / "fig4_error.csv")
@@ -396,10 +412,11 @@ def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path
         # PreResNet's Dropout-(b) 0.5 curve is clipped in the paper's plot: no paper value
         assert (key in paper) == (position == "before_bn")
         assert cell["notes"].get("paper") == (f"{float(paper[key]):.3f}" if key in paper else None)
-    grid = figures.shift_curves(plotted)
+    grid = figures.shift_curves(plotted, "Figure 4")
     axis = grid.axes.flat[0]
     assert (axis.get_xlabel(), axis.get_ylabel()) == ("BN layer index", "max(real/moving, moving/real)")
-    assert [t.get_text() for t in grid.legend.texts] == ["bernoulli 0", "bernoulli 0.5"]
+    assert [t.get_text() for t in grid.legend.texts] == ["no dropout", "bernoulli 0.5"]
+    assert "error bars: std over seeds" in grid.figure.get_suptitle()  # two seeds per setting
     figures.plt.close(grid.figure)
 
 
@@ -421,6 +438,10 @@ def test_fig5_takes_the_last_eval_mode_accuracy_from_the_summary(tmp_path, paper
     key = ("fig5", "cifar100", "preresnet110", "before_bn", "bernoulli", 0.5, "train_eval_acc")
     assert cell["notes"]["paper"] == f"{float(paper[key]):.2f}"
     assert parse_cell(row["rate=0, train mode"])["mean"] == "90.00"
+    grid = figures.training_accuracy(plotted, "Figure 5")
+    assert all(float(tick).is_integer() for ax in grid.axes.flat for tick in ax.get_xticks())
+    assert [t.get_text() for t in grid.legend.texts][:3] == ["dropout", "no dropout", "bernoulli 0.5"]
+    figures.plt.close(grid.figure)
 
 
 def test_table1_averages_conv_layers_then_seeds_and_fig3_plots_them(tmp_path, paper):
@@ -444,30 +465,277 @@ def test_table1_averages_conv_layers_then_seeds_and_fig3_plots_them(tmp_path, pa
         key = ("table1", "cifar10", "preresnet110", "none", "none", 0.0, ("cos2", "d_cos2")[index])
         assert cell["notes"]["paper"] == f"{float(paper[key]):.5f}"
     assert "d$\\cdot$cos$^2$$\\theta$" in (tmp_path / "out" / "table1.tex").read_text()
-    assert len(pd.read_csv(tmp_path / "out" / "fig3_d_cos2.csv")) == 9
+    plotted = pd.read_csv(tmp_path / "out" / "fig3_d_cos2.csv")
+    assert len(plotted) == 9
+    grid = figures.alignment_curves(plotted, "layer", "cos2", "layer", "cos2", "t")
+    assert all(float(tick).is_integer() for tick in grid.axes.flat[0].get_xticks())
+    assert "error bars: std over seeds" in grid.figure.get_suptitle()  # three seeds
+    figures.plt.close(grid.figure)
 
 
-def test_theory_vs_measured_draws_one_plus_the_noise_variance(tmp_path):
-    for kind, rate, shift in (("bernoulli", 0.5, 1.9), ("uniform", 0.5, 1.1), ("bernoulli", 0.5, 2.1)):
-        make_run(tmp_path / "runs", f"{kind}-{shift}", kind=kind, rate=rate, seed=int(shift * 10),
-                 summary={"mean_shift": shift})
-    make_run(tmp_path / "runs", "head", position="head", summary={"mean_shift": 50.0})
-    figures.theory_vs_measured(collect([tmp_path / "runs"]), tmp_path / "out")
+def test_theory_vs_measured_compares_only_the_bn_layers_a_dropout_feeds_with_their_own_inputs(tmp_path):
+    # layers 1 and 3 are fed by the dropout; the others (shift 50) see it through weights and other BNs
+    fed = [False, True, False, True]
+    cases = (("bernoulli", 0.5, 2.0, 0, 1.10), ("bernoulli", 0.5, 2.0, 1, 0.90), ("uniform", 0.6, 1.0, 0, 1.0))
+    for kind, rate, mean, seed, factor in cases:
+        noise = {"bernoulli": rate / (1 - rate), "uniform": rate**2 / 3}[kind]
+        expected = (1.5 + noise * (mean**2 + 1.5)) / 1.5  # Eq. 7 over Var_test, with c = mean and v = 1.5
+        shifts = [50.0, expected * factor, 50.0, expected * factor]
+        make_run(tmp_path / "runs", f"{kind}-{seed}", kind=kind, rate=rate, seed=seed,
+                 variance=shift_rows(shifts, fed=fed, input_mean=mean, input_var=1.5))
+    make_run(tmp_path / "runs", "head", position="head", variance=shift_rows([50.0] * 4))
+    theory_vs_measured(collect([tmp_path / "runs"]), tmp_path / "out")
     plotted = pd.read_csv(tmp_path / "out" / "theory_vs_measured.csv")
-    curves = plotted[plotted["source"] == "theory"]
-    for kind, rate, shift in curves[["dropout.kind", "dropout.rate", "mean_shift"]].itertuples(index=False):
-        assert shift == pytest.approx(1.0 + theory.noise_variance(kind, rate))
-    assert curves.groupby("dropout.kind")["dropout.rate"].max().to_dict() == {"bernoulli": 0.5,
-                                                                              "uniform": 0.5}
-    measured = plotted.loc[plotted["source"] == "measured", "mean_shift"]
-    assert sorted(measured) == [1.1, 1.9, 2.1]  # not the run with dropout at the head
-    table = (tmp_path / "out" / "theory_vs_measured_table.md").read_text()
-    rows = {r["kind"]: r for r in markdown_rows(table)}
-    cell = parse_cell(rows["bernoulli"]["dataset=cifar10, model=preresnet110"])
-    assert (cell["mean"], cell["std"], cell["notes"]) == ("2.000", f"{statistics.stdev([1.9, 2.1]):.3f}",
-                                                          {"theory": "2.000"})
-    uniform = parse_cell(rows["uniform"]["dataset=cifar10, model=preresnet110"])
-    assert uniform["notes"]["theory"] == f"{1 + 0.5**2 / 3:.3f}"  # Eq. 15: 1 / (3 / (3 + beta^2))
+    assert sorted(set(plotted["layer"])) == [1, 3] and (plotted["shift"] < 50).all()
+    for kind, rate, mean, _, _ in cases:
+        rows = plotted[plotted["dropout"] == f"{kind} {rate:g}"]
+        noise = {"bernoulli": rate / (1 - rate), "uniform": rate**2 / 3}[kind]
+        assert rows["predicted_shift"].to_numpy() == pytest.approx(1 + noise * (mean**2 + 1.5) / 1.5)
+    rows = {(r["kind"], r["rate"]): r for r in markdown_rows(
+        (tmp_path / "out" / "theory_vs_measured_table.md").read_text())}
+    measured = parse_cell(rows[("bernoulli", "0.5")]["dataset=cifar10, model=preresnet110, measured"])
+    predicted = parse_cell(rows[("bernoulli", "0.5")]["dataset=cifar10, model=preresnet110, theory"])
+    expected = 1 + 1.0 * (2.0**2 + 1.5) / 1.5  # bernoulli 0.5: s2 = 1
+    spread = statistics.stdev([1.1 * expected, 0.9 * expected])
+    assert (measured["mean"], measured["std"]) == (f"{expected:.3f}", f"{spread:.3f}")
+    assert (predicted["mean"], predicted["std"]) == (f"{expected:.3f}", "0.000")
+
+
+def test_theory_vs_measured_needs_the_input_columns_of_the_probe(tmp_path):
+    old = {key: value for key, value in shift_rows([1.2, 1.3]).items()
+           if key not in ("input_mean", "input_var", "fed_by_dropout")}
+    make_run(tmp_path, "old", variance=old)
+    with pytest.raises(ValueError, match="has no input_mean, input_var, fed_by_dropout"):
+        theory_vs_measured(collect([tmp_path]), tmp_path / "out")
+
+
+# -- what a run's setting is; damaged runs --
+
+def test_analysis_imports_no_torch():
+    code = ("import sys, analysis, analysis.figures, analysis.tables, analysis.theory_figure, analysis.report, "
+            "analysis.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_DIR, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_runs_that_differ_in_any_config_key_but_the_seed_and_the_neutral_ones_are_different_settings(tmp_path):
+    for lr, errors in ((0.1, (5.0, 6.0)), (0.01, (9.0, 11.0))):
+        for seed, error in enumerate(errors):
+            make_run(tmp_path, f"lr{lr}-{seed}", lr=lr, seed=seed, summary={"test_error": error})
+    runs = collect([tmp_path])
+    with pytest.raises(ValueError, match=r"different settings \(optim.lr: 0.01, 0.1\)"):
+        tables.table(runs, ["dataset.name"], ["dropout.rate"], "test_error")
+    tables.artifact_table(runs, ["dataset.name"], ["dropout.rate"], "test_error", tmp_path, "by_lr", "lr")
+    cells = {row["optim.lr"]: parse_cell(row["rate=0.5"]) for row in markdown_rows((tmp_path / "by_lr.md").read_text())}
+    assert {lr: (c["mean"], c["std"]) for lr, c in cells.items()} == {"0.1": hand_stats([5.0, 6.0]),
+                                                                     "0.01": hand_stats([9.0, 11.0])}
+    assert set(run_labels(runs)["network"]) == {"preresnet110, optim.lr=0.1", "preresnet110, optim.lr=0.01"}
+
+
+def test_keys_that_only_follow_the_network_and_keys_some_runs_lack_neither_split_nor_repeat_rows(tmp_path):
+    # each network its own learning rate (its recipe); only WRN has a widen factor
+    for model, lr, kwargs in (("preresnet110", 0.1, {}), ("wrn28_10", 0.05, {"widen_factor": 10})):
+        for dataset in ("cifar10", "cifar100"):
+            for rate in (0.0, 0.5):
+                for seed in (0, 1):
+                    make_run(tmp_path / "runs", f"{model}-{dataset}-{rate}-{seed}", seed=seed, model=model, lr=lr,
+                             model_kwargs=kwargs, dataset=dataset, rate=rate, position="head", experiment="table4",
+                             summary={"test_error": 5.0 + rate + seed})
+    tables.table4(collect([tmp_path / "runs"]), tmp_path / "out")
+    rows = markdown_rows((tmp_path / "out" / "table4.md").read_text())
+    assert [(r["dataset"], r["model"]) for r in rows] == [
+        (dataset, model) for dataset in ("cifar10", "cifar100") for model in ("preresnet110", "wrn28_10")]
+    assert all(parse_cell(r[f"rate={rate}"])["mean"] == f"{5.5 + rate:.2f}" for r in rows for rate in (0, 0.5))
+
+
+def cut_short(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+
+
+def test_a_run_with_a_cut_short_file_is_named_and_skipped_and_the_others_are_reported(tmp_path):
+    metrics = [{"epoch": epoch, "train_acc": 50.0 + epoch, "test_acc": 40.0 + epoch} for epoch in (1, 2, 3)]
+    runs_dir = tmp_path / "runs"
+    for seed in range(4):
+        make_run(runs_dir, f"run{seed}", seed=seed, metrics=metrics, variance=shift_rows([1.1, 1.2, 1.3]))
+    cut_short(runs_dir / "run1" / "summary.json")
+    cut_short(runs_dir / "run2" / "metrics.jsonl")
+    (runs_dir / "run3" / "variance.csv").write_text("stage,epoch,layer\nfinal,3,0\nfin")
+    with pytest.warns(UserWarning) as caught:
+        runs = collect([runs_dir])
+    (message,) = [str(w.message) for w in caught]
+    assert str(runs_dir / "run1") in message and "summary.json is cut short" in message
+    assert sorted(Path(r).name for r in runs["run_dir"]) == ["run0", "run2", "run3"]
+    with pytest.warns(UserWarning, match=r"run2: metrics.jsonl is cut short"):
+        figures.fig5(runs, tmp_path / "out")
+    assert set(pd.read_csv(tmp_path / "out" / "fig5.csv")["run_dir"]) == {str(runs_dir / "run0"),
+                                                                          str(runs_dir / "run3")}
+    with pytest.warns(UserWarning, match=r"run3: variance.csv is cut short"):
+        figures.fig4(runs, tmp_path / "out")
+    assert set(pd.read_csv(tmp_path / "out" / "fig4_shift.csv")["run_dir"]) == {str(runs_dir / "run0"),
+                                                                                str(runs_dir / "run2")}
+    (runs_dir / "run0" / "summary.json").write_text("{\"status\": \n")
+    with pytest.warns(UserWarning) as caught:
+        collect([runs_dir])
+    assert any(re.search(r"run0: summary.json is damaged \(JSONDecodeError", str(w.message)) for w in caught)
+
+
+# -- which epoch, which runs, the paper's lower bounds --
+
+def test_tables_report_the_final_epoch_unless_the_best_is_asked_for_and_say_which(tmp_path, capsys):
+    for seed, (final, best) in enumerate([(88.0, 90.0), (86.0, 91.0)]):
+        make_run(tmp_path / "runs", f"s{seed}", seed=seed, position="head", rate=0.1,
+                 summary={"test_acc": final, "test_error": 100 - final, "best_test_acc": best})
+    for epoch, accuracies in (("final", [88.0, 86.0]), ("best", [90.0, 91.0])):
+        out = tmp_path / epoch
+        args = ["table4", str(tmp_path / "runs"), "--out", str(out)] + (["--epoch", "best"] if epoch == "best" else [])
+        assert main(args) == 0
+        text = (out / "table4.md").read_text()
+        assert f"at the {epoch} epoch" in text.splitlines()[0]
+        (row,) = markdown_rows(text)
+        assert (parse_cell(row["rate=0.1"])["mean"], parse_cell(row["rate=0.1"])["std"]) == hand_stats(
+            [100 - a for a in accuracies])
+    with pytest.raises(SystemExit):
+        main(["fig5", str(tmp_path / "runs"), "--out", str(tmp_path), "--epoch", "best"])
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_table4_and_table6_refuse_runs_of_another_position_or_kind(tmp_path):
+    make_run(tmp_path, "before_bn", position="before_bn")
+    make_run(tmp_path, "head", position="head")
+    runs = collect([tmp_path])
+    with pytest.raises(ValueError, match="table4 is about one dropout after all BN layers.*position before_bn"):
+        tables.table4(runs, tmp_path / "out")
+    with pytest.raises(ValueError, match="table6 is about uniform dropout.*kind bernoulli"):
+        tables.table6(runs, tmp_path / "out")
+    tables.table4(runs[runs["dropout.position"] == "head"], tmp_path / "out")
+
+
+def paper_md_lower_bounds(text: str) -> set[tuple]:
+    """The Figure 4 curve means whose curve reaches the clipped top of its axis (PreResNet's, see PAPER.md)."""
+    bounds = set()
+    for header, *rows in md_tables(text):
+        if header[:2] != ["net", "setting"]:
+            continue
+        for net, setting, *cells in rows:
+            position, dataset = setting.split()
+            top = 3.0 if position == "(a)" else 1.2
+            for rate, cell in zip(header[2:], cells, strict=True):
+                peak = re.search(r"max (≥?)(\d+\.\d+)", cell)
+                if net == "PreResNet" and peak and (peak[1] or float(peak[2]) >= top - 0.01):
+                    bounds.add((DATASETS[dataset], NETS[net], POSITIONS[position], float(rate)))
+    return bounds
+
+
+def test_lower_bounds_are_the_clipped_curves_and_tables_show_them(tmp_path):
+    numbers = pd.read_csv(PAPER_NUMBERS)
+    marked = numbers[numbers["lower_bound"]]
+    stored = set(zip(marked["dataset"], marked["model"], marked["position"], marked["rate"], strict=True))
+    if PAPER_MD.exists():
+        assert stored == paper_md_lower_bounds(PAPER_MD.read_text())
+    assert set(marked["metric"]) == {"mean_shift"} and len(stored) > 0
+    dataset, model, position, rate = sorted(stored)[0]
+    make_run(tmp_path / "runs", "run", dataset=dataset, model=model, position=position, rate=rate,
+             variance=shift_rows([1.0, 2.0]), summary={"mean_shift": 1.5})
+    figures.fig4(collect([tmp_path / "runs"]), tmp_path / "out")
+    (row,) = markdown_rows((tmp_path / "out" / "fig4_mean_shift.md").read_text())
+    reference = numbers[(numbers["dataset"] == dataset) & (numbers["position"] == position)
+                        & (numbers["rate"] == rate) & (numbers["model"] == model) & (numbers["metric"] == "mean_shift")]
+    assert parse_cell(row[f"rate={rate:g}"])["notes"]["paper"] == f"≥{reference['value'].iloc[0]:.3f}"
+
+
+# -- figures of mixed folders --
+
+def test_figures_of_a_mixed_folder_label_facet_and_scale_what_they_show(tmp_path):
+    demo = [("none", 0.0, "none", [1.0, 1.0, 1.0]), ("bernoulli", 0.5, "before_bn", [1.5, 2.0, 100.0]),
+            ("uniform", 0.5, "before_bn", [1.1, 1.1, 1.2]), ("bernoulli", 0.5, "head", [1.0, 1.0, 1.0])]
+    for kind, rate, position, shifts in demo:
+        make_run(tmp_path / "runs", f"demo-{kind}-{position}", kind=kind, rate=rate, position=position,
+                 experiment="demo", variance=shift_rows(shifts), summary={"test_error": 10 + sum(shifts)})
+    for rate in (0.0, 0.5):
+        make_run(tmp_path / "runs", f"fig4-{rate}", rate=rate, position="before_conv", experiment="fig4",
+                 variance=shift_rows([1.0, 1.0 + rate, 1.0]))
+    runs = collect([tmp_path / "runs"])
+    figures.fig4(runs, tmp_path / "out")
+    plotted = pd.read_csv(tmp_path / "out" / "fig4_shift.csv")
+    baseline = plotted[plotted["run_dir"].str.endswith("demo-none-none")]
+    # the run without dropout is the reference in each panel of its network, as the paper's 0.0 curve
+    assert set(baseline["panel"]) == {"Dropout-(a) before BN | cifar10", "dropout after all BN | cifar10"}
+    assert set(baseline["dropout"]) == {"no dropout"}
+    assert set(plotted["network"]) == {"preresnet110, experiment=demo", "preresnet110, experiment=fig4"}
+    rows = markdown_rows((tmp_path / "out" / "fig4_test_error.md").read_text())
+    keys = [(r["position"], r["kind"]) for r in rows]
+    assert keys == [("none", "none"), ("before_bn", "bernoulli"), ("before_bn", "uniform"),
+                    ("before_conv", "bernoulli"), ("head", "bernoulli")]
+    assert [sum(cell != "–" for key, cell in r.items() if key.startswith("rate=")) for r in rows] == [1, 1, 1, 2, 1]
+
+    grid = figures.shift_curves(plotted, experiment_title(runs))
+    title = grid.figure.get_suptitle()
+    assert title.startswith("Demo + Figure 4: ") and "error bars" not in title  # one seed per setting
+    assert {t.get_text() for t in grid.legend.texts} == {"no dropout", "bernoulli 0.5", "uniform 0.5"}
+    shown = {key: ax for key, ax in grid.axes_dict.items() if ax.get_visible()}
+    assert set(shown) == set(zip(plotted["network"], plotted["panel"], strict=True))
+    assert len(shown) < len(grid.axes_dict)  # the empty facets are hidden
+    assert len({ax.get_ylim() for ax in shown.values()}) == 1
+    assert {ax.get_yscale() for ax in shown.values()} == {"log"}  # the shifts span 1 to 100
+    assert all(float(tick).is_integer() for ax in shown.values() for tick in ax.get_xticks())
+    figures.plt.close(grid.figure)
+    narrow = figures.shift_curves(plotted[plotted["shift"] < 30], "narrow")
+    assert {ax.get_yscale() for ax in narrow.axes.flat} == {"linear"}
+    figures.plt.close(narrow.figure)
+
+
+# -- Figure 1, one run's report --
+
+def test_fig1_shows_the_papers_network_with_and_without_dropout_before_bn_and_their_accuracy(tmp_path):
+    for model, dataset in (("densenet_bc100", "cifar100"), ("wrn28_10", "cifar10")):
+        for rate in (0.0, 0.3, 0.5):
+            for seed in (0, 1):
+                make_run(tmp_path / "runs", f"{model}-{rate}-{seed}", model=model, dataset=dataset, rate=rate,
+                         seed=seed, experiment="fig4", variance=shift_rows([1.0 + rate * seed, 1.0 + rate]),
+                         summary={"test_acc": 80.0 - 10 * rate - seed, "test_error": 20.0 + 10 * rate + seed,
+                                  "best_test_acc": 81.0 - 10 * rate})
+    make_run(tmp_path / "runs", "head", model="densenet_bc100", dataset="cifar100", position="head",
+             variance=shift_rows([1.0, 1.0]))
+    written = figures.fig1(collect([tmp_path / "runs"]), tmp_path / "out")
+    assert sorted(p.name for p in written) == ["fig1.csv", "fig1.pdf", "fig1.png"]
+    everything = pd.read_csv(tmp_path / "out" / "fig1.csv")
+    plotted, toy = everything[everything["panel"] == "shift"], everything[everything["panel"] == "toy"]
+    # the toy case, simulated (200,000 draws: the variances are within 1% of 1/p and 1)
+    for mode, variance in (("train", lambda p: 1 / p), ("test", lambda p: 1.0)):
+        rows = toy[toy["mode"].str.startswith(mode)]
+        assert rows["variance"].to_numpy() == pytest.approx([variance(p) for p in rows["retain ratio p"]], rel=0.03)
+    # the paper's DenseNet on CIFAR-100 only, at drop ratio 0 and 0.5, before BN
+    assert set(zip(plotted["model.name"], plotted["dataset.name"], strict=True)) == {("densenet_bc100", "cifar100")}
+    assert sorted(set(plotted["dropout.rate"])) == [0.0, 0.5] and len(plotted) == 2 * 2 * 2
+    curves = set(plotted["curve"])
+    assert curves == {f"no dropout, test acc {statistics.mean([80.0, 79.0]):.2f}%",
+                      f"dropout 0.5 before each BN, test acc {statistics.mean([75.0, 74.0]):.2f}%"}
+    figures.fig1(collect([tmp_path / "runs"]), tmp_path / "best", epoch="best")
+    assert "dropout 0.5 before each BN, test acc 76.00%" in set(pd.read_csv(tmp_path / "best" / "fig1.csv")["curve"])
+    with pytest.raises(ValueError, match="fig1 needs runs with Bernoulli dropout before BN"):
+        figures.fig1(collect([tmp_path / "runs" / "head"]), tmp_path / "out")
+
+
+def test_a_run_report_holds_its_curves_its_shift_and_its_results(tmp_path, capsys):
+    metrics = [{"epoch": epoch, "train_acc": 60.0 + epoch, "test_acc": 50.0 + epoch} for epoch in (1, 2, 3)]
+    variance = pd.concat([pd.DataFrame(shift_rows([2.0, 1.5, 1.2], fed=[True, False, True])),
+                          pd.DataFrame(shift_rows([1.0, 1.01, 1.0], "recalibrated"))])
+    run = make_run(tmp_path, "run", metrics=metrics, variance=variance,
+                   summary={"test_acc": 53.0, "best_test_acc": 53.5, "test_acc_recalibrated": 55.25})
+    assert main(["report", str(run)]) == 0
+    report = run / "report.md"
+    assert capsys.readouterr().out.strip() == str(report)
+    text = report.read_text()
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
+        assert (run / image).read_bytes()[:4] == b"\x89PNG"
+    assert len(re.findall(r"\.png\)", text)) == 2
+    results = {row["result"]: row["value"] for row in markdown_rows(text)}
+    assert (results["test accuracy (%), final epoch"], results["test accuracy (%), best epoch"],
+            results["test accuracy (%) after BN recalibration"]) == ("53", "53.5", "55.25")
+    assert "preresnet110 on cifar10, bernoulli 0.5 (Dropout-(a) before BN), seed 0" in text
+    with pytest.warns(UserWarning, match="no summary.json"), pytest.raises(ValueError, match="no complete runs"):
+        analysis_report.write_run_report(make_run(tmp_path, "unfinished", status=None))
 
 
 # -- command line --

@@ -11,7 +11,7 @@ from torch import nn
 
 from varshift import theory
 from varshift.bn import recalibrate_bn
-from varshift.dropout import build_dropout
+from varshift.dropout import MultiplicativeNoise, build_dropout
 from varshift.models import build_model
 from varshift.probes import CHANNEL_COLUMNS, LAYER_COLUMNS, measure_variance_shift
 
@@ -82,6 +82,35 @@ def test_shift_of_dropout_before_bn_matches_theory_and_vanishes_after_recalibrat
     assert measure_variance_shift(model, train_data).iloc[0]["shift"] == pytest.approx(1.0, abs=1e-5)
 
 
+class ChannelOffsets(nn.Module):
+    """Adds a fixed mean to each channel."""
+
+    def __init__(self, means: list[float]):
+        super().__init__()
+        self.register_buffer("means", torch.tensor(means))
+
+    def forward(self, x):
+        return x + self.means
+
+
+@pytest.mark.parametrize(("kind", "rate"), [("bernoulli", 0.5), ("uniform", 1.0)])
+def test_the_measured_input_mean_and_variance_give_the_theorys_shift_for_units_of_nonzero_mean(kind, rate):
+    torch.manual_seed(0)
+    batch, count = 4096, 32
+    offsets = [2.0, -2.0, 1.0, -1.0, 3.0, -3.0, 0.5, -0.5]  # their plain mean is 0, their squares' is not
+    model = nn.Sequential(ChannelOffsets(offsets), build_dropout(kind, rate), nn.BatchNorm1d(8, momentum=None))
+    data = gaussian_batches(count, batch, 8, seed=7)
+    train_statistics(model, data)
+    row = measure_variance_shift(model, data).iloc[0]
+    assert row["input_var"] == pytest.approx(1.0, rel=0.02)
+    assert row["input_mean"] == pytest.approx(math.sqrt(np.mean(np.square(offsets))), rel=0.02)
+    predicted = 1.0 / theory.shift_ratio(kind, rate, row["input_mean"], row["input_var"])
+    # each channel's variance is estimated from 131,072 values (relative sd < 1%): 3% is many sds
+    assert row["shift"] == pytest.approx(predicted, rel=0.03)
+    zero_mean = 1.0 / theory.shift_ratio(kind, rate, 0.0, row["input_var"])
+    assert row["shift"] > 1.5 * zero_mean
+
+
 def test_after_recalibration_the_shift_on_fresh_data_is_within_sampling_error_of_one():
     torch.manual_seed(0)
     batch, count = 32768, 16
@@ -95,9 +124,9 @@ def test_after_recalibration_the_shift_on_fresh_data_is_within_sampling_error_of
     assert row["shift"] == pytest.approx(1.0, abs=tolerance)
 
 
-def image_batches(count: int, size: int, seed: int) -> list[torch.Tensor]:
+def image_batches(count: int, batch: int, seed: int, size: int = 28) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(size, 1, 28, 28, generator=generator) for _ in range(count)]
+    return [torch.randn(batch, 1, size, size, generator=generator) for _ in range(count)]
 
 
 def mlp_with_trained_statistics(position: str, images) -> nn.Module:
@@ -156,13 +185,45 @@ def test_rows_follow_the_forward_order_and_per_channel_rows_average_to_the_layer
     assert layers["layer"].tolist() == [0, 1]
     assert channels.groupby("layer")["channel"].apply(list).tolist() == [list(range(5)), list(range(6))]
     assert channels.groupby("layer")["name"].first().tolist() == ["hidden_bn", "head_bn"]
-    means = channels.groupby("layer")[["moving_var", "real_var", "train_var"]].mean()
+    means = channels.groupby("layer")[["moving_var", "real_var", "train_var", "input_var"]].mean()
     for column in means:
         np.testing.assert_allclose(layers[column], means[column], rtol=1e-12)
     for table in (layers, channels):
         ratio = table["real_var"] / table["moving_var"]
         np.testing.assert_allclose(table["shift"], np.maximum(ratio, 1.0 / ratio), rtol=1e-12)
     np.testing.assert_allclose(channels["moving_var"][:5], model.hidden_bn.running_var.double(), rtol=1e-7)
+
+
+# scaled-down networks of four families (the same code paths as the paper's)
+SMALL_NETWORKS = [("preresnet110", {"depth": 20}), ("densenet_bc100", {"depth": 16, "growth_rate": 4}),
+                  ("small_cnn", {"channels": (4, 8), "hidden": 8}), ("mlp", {"hidden": 16, "depth": 3,
+                                                                              "image_size": 16})]
+
+
+def test_fed_by_dropout_marks_the_bn_layers_whose_input_a_dropout_returns():
+    torch.manual_seed(0)
+    batches = gaussian_batches(2, 16, 8, seed=8)
+    assert measure_variance_shift(dropout_before_bn("bernoulli", 0.3), batches)["fed_by_dropout"].tolist() == [True]
+    model, batches = trained_two_blocks()  # its dropout feeds a linear layer, not a BN
+    assert measure_variance_shift(model, batches)["fed_by_dropout"].tolist() == [False, False]
+
+
+@pytest.mark.parametrize("position", ["before_bn", "before_conv", "head"])
+@pytest.mark.parametrize(("name", "kwargs"), SMALL_NETWORKS, ids=[name for name, _ in SMALL_NETWORKS])
+def test_in_varshift_networks_each_before_bn_slot_feeds_the_bn_beside_it(name, kwargs, position):
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=1, dropout={"kind": "bernoulli", "rate": 0.5}, position=position,
+                        **kwargs)
+    table = measure_variance_shift(model, image_batches(1, 4, seed=9, size=16))
+    parents = {child: parent_name for parent_name, parent in model.named_modules() for child in parent.children()}
+    modules = dict(model.named_modules())
+    fed = table.loc[table["fed_by_dropout"], "name"]
+    dropout_blocks = {parents[m] for m in model.modules() if isinstance(m, MultiplicativeNoise)}
+    if position == "before_bn":
+        assert len(fed) == len(dropout_blocks) > 0
+        assert {parents[modules[bn]] for bn in fed} == dropout_blocks
+    else:
+        assert fed.empty
 
 
 class ConvBN(nn.Module):
@@ -190,9 +251,16 @@ def test_variances_are_the_cumulative_average_of_per_batch_unbiased_variances_ov
     np.testing.assert_allclose(table["real_var"], expected, rtol=1e-9)
     np.testing.assert_allclose(table["train_var"], expected, rtol=1e-9)  # no dropout in front of the BN
     np.testing.assert_allclose(table["moving_var"], model.bn.running_var.double().numpy(), rtol=0)
-    pooled = np.var(np.concatenate([model.conv(x).detach().double().numpy() for x in batches]), axis=(0, 2, 3),
-                    ddof=1)
+    outputs = np.concatenate([model.conv(x).detach().double().numpy() for x in batches])
+    pooled = np.var(outputs, axis=(0, 2, 3), ddof=1)
     assert not np.allclose(pooled, expected, rtol=1e-3)
+    # the theory's c and v: over all values of the pass at once
+    np.testing.assert_allclose(table["input_var"], pooled, rtol=1e-9)
+    means = outputs.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(table["input_mean"], means, rtol=1e-9)
+    layer = measure_variance_shift(model, batches).iloc[0]
+    assert layer["input_var"] == pytest.approx(pooled.mean(), rel=1e-9)
+    assert layer["input_mean"] == pytest.approx(np.sqrt(np.mean(means**2)), rel=1e-9)
 
 
 def snapshot(model: nn.Module) -> dict:

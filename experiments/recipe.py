@@ -1,9 +1,9 @@
 """Run one paper artifact end to end: the multirun of its experiment preset, then its analysis.
 
-At ``scale=paper`` the preset's own sweep runs (the paper's networks on CIFAR). At ``smoke`` and
-``demo`` the network and dataset axes of the sweep are replaced by the scale's stand-ins
-(``scale.models`` / ``scale.datasets`` in ``conf/scale/<scale>.yaml``), so the same artifact runs on
-a laptop. Finished runs are skipped, so an interrupted recipe is simply started again.
+The recipe launches exactly ``varshift-train -m experiment=<name> scale=<scale>`` (plus the seeds and
+overrides given): the preset takes its network and dataset axes from the scale (``conf/scale/<scale>.yaml``),
+the paper's networks on CIFAR at ``paper``, small stand-ins on Fashion-MNIST at ``smoke`` and ``demo``.
+Finished runs are skipped, so an interrupted recipe is simply started again.
 
 Before anything is launched every job of every sweep is validated and each dataset loaded once
 (``varshift.sweep.check_sweep``): a bad setting or missing data fails once, in one line, not once per
@@ -19,20 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from varshift.paths import CONF_DIR
 from varshift.sweep import check_sweep
 from varshift.user_errors import reported_user_errors, request_tracebacks
 from varshift.vocabulary import SCALES
-
-
-def scale_axes(scale: str) -> list[str]:
-    """Overrides that put the scale's networks and datasets in place of the paper's."""
-    if scale == "paper":
-        return []
-    stand_ins = OmegaConf.load(CONF_DIR / "scale" / f"{scale}.yaml").scale
-    return [f"model={','.join(stand_ins.models)}", f"dataset={','.join(stand_ins.datasets)}"]
 
 
 def seed_list(text: str) -> list[int]:
@@ -45,7 +34,7 @@ def seed_list(text: str) -> list[int]:
 def sweep_overrides(experiment: str, scale: str, seeds: Sequence[int] | None, overrides: Sequence[str]) -> list[str]:
     """The overrides of ``varshift-train -m`` for the preset's sweep at ``scale``."""
     seed_axis = ["seed=" + ",".join(str(s) for s in seeds)] if seeds else []
-    return [f"experiment={experiment}", f"scale={scale}", *scale_axes(scale), *seed_axis, *overrides]
+    return [f"experiment={experiment}", f"scale={scale}", *seed_axis, *overrides]
 
 
 def train_command(sweep: Sequence[str], launcher: str | None) -> list[str]:
@@ -69,8 +58,8 @@ def run(command: list[str]) -> None:
         raise SystemExit(returncode)
 
 
-def main(experiment: str, artifacts: Sequence[str], scale_overrides: dict[str, list[str]] | None = None,
-         extra_sweeps: Sequence[Sequence[str]] = (), argv: Sequence[str] | None = None) -> int:
+def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Sequence[str]] = (),
+         argv: Sequence[str] | None = None) -> int:
     """Command line of one recipe: ``python experiments/<name>.py --scale demo [--seeds 0,1,2] [overrides]``.
 
     ``extra_sweeps``: overrides of further multiruns into the same folder (settings the preset's grid
@@ -89,9 +78,8 @@ def main(experiment: str, artifacts: Sequence[str], scale_overrides: dict[str, l
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.epochs=2")
     args = parser.parse_args(argv)
     request_tracebacks(args.debug)
-    overrides = [*(scale_overrides or {}).get(args.scale, []), *args.overrides]
     if not args.skip_training:
-        sweeps = [sweep_overrides(experiment, args.scale, args.seeds, [*extra, *overrides])
+        sweeps = [sweep_overrides(experiment, args.scale, args.seeds, [*extra, *args.overrides])
                   for extra in ([], *extra_sweeps)]
         with reported_user_errors(parser.prog):
             for sweep in sweeps:

@@ -49,3 +49,23 @@ def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = run_cli("-m", "hydra/launcher=slurm", "scale=smoke", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert_one_line_error(result, "srun", "hydra/launcher=local")
+
+
+def test_presets_lists_each_preset_with_its_description_and_command():
+    from varshift.paths import CONF_DIR
+
+    result = run_cli("--presets")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+    fig4 = next(line for line in lines if line.startswith("fig4 "))
+    assert "Figure 4: per-layer variance shift and test error" in fig4
+    assert fig4.endswith("[python experiments/fig4.py --scale demo]")
+
+
+def test_help_names_the_launchers_and_the_presets_command():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for text in ("hydra/launcher=<name>", "local   joblib", "slurm   submitit", "varshift-train --presets",
+                 "logger=wandb", "experiment: channelwise"):
+        assert text in result.stdout, text

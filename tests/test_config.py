@@ -19,13 +19,31 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("scale", options("scale"))
 @pytest.mark.parametrize("recipe", options("recipe"))
-def test_every_recipe_scale_and_preset_composes_to_a_valid_config(recipe, scale):
+def test_every_recipe_and_scale_composes_to_a_valid_config(recipe, scale):
+    """(The presets' sweeps at every scale: tests/test_experiments.py.)"""
     register_schema()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for experiment in [None, *options("experiment")]:
-            preset = [f"experiment={experiment}"] if experiment else []
-            cfg = validate(to_plain(compose("config", overrides=[f"model={recipe}", f"scale={scale}", *preset])))
-            assert (cfg["model"]["name"], cfg["scale"]["name"]) == (recipe, scale)
+        cfg = validate(to_plain(compose("config", overrides=[f"model={recipe}", f"scale={scale}"])))
+    assert (cfg["model"]["name"], cfg["scale"]["name"]) == (recipe, scale)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "uniform"])
+def test_a_dropout_option_sets_only_the_kind(make_config, kind):
+    assert make_config(f"dropout={kind}")["dropout"] == {"kind": kind, "rate": 0.5, "channelwise": False,
+                                                         "position": "before_bn"}
+    chosen = make_config(f"dropout={kind}", "dropout.rate=0.2", "dropout.position=head")["dropout"]
+    assert (chosen["kind"], chosen["rate"], chosen["position"]) == (kind, 0.2, "head")
+
+
+def test_no_dropout_has_no_rate_and_no_position(make_config):
+    dropout = make_config("dropout=none")["dropout"]
+    assert (dropout["kind"], dropout["rate"], dropout["position"]) == ("none", 0.0, "none")
+
+
+@pytest.mark.parametrize("overrides,mode", [([], "disabled"), (["logger=wandb"], "online"),
+                                            (["logger=wandb", "logger.wandb.mode=offline"], "offline")])
+def test_wandb_is_off_unless_chosen_and_online_unless_told_offline(make_config, overrides, mode):
+    assert make_config(*overrides)["logger"]["wandb"]["mode"] == mode
 
 
 def test_the_demo_scale_decays_the_learning_rate_once_before_its_last_epoch(make_config):

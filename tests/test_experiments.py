@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from varshift.paths import REPO_DIR
+from varshift.paths import CONF_DIR, REPO_DIR
+
+PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+SCALES = sorted(path.stem for path in (CONF_DIR / "scale").glob("*.yaml"))
 
 
 def run(*command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -127,3 +130,52 @@ def test_the_sweep_check_names_the_job_with_a_bad_setting():
     with pytest.raises(ValueError, match=r"the job dropout.position=none seed=0 of the sweep: "
                                          r"config dropout.position='none' is not allowed"):
         check_sweep(["scale=smoke", "dropout=bernoulli", "dropout.position=before_bn,none", "seed=0,1"])
+
+
+def largest_swept_rate(preset: str) -> list[str]:
+    """The preset's largest swept drop rate, the one a range check would refuse (fewer jobs to compose)."""
+    rates = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params.get("dropout.rate")
+    return [f"dropout.rate={max(str(rates).split(','), key=float)}"] if rates else []
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_sweeps_the_networks_and_datasets_of_its_scale(preset, scale):
+    from varshift.sweep import validated_jobs
+
+    jobs = validated_jobs([f"experiment={preset}", f"scale={scale}", "seed=0", *largest_swept_rate(preset)])
+    named = OmegaConf.load(CONF_DIR / "scale" / f"{scale}.yaml").scale
+    assert jobs and {job["scale"]["name"] for job in jobs} == {scale}
+    assert {job["dataset"]["name"] for job in jobs} <= set(named.datasets)
+    for job in jobs:
+        model = job["model"]
+        wide_resnet_of_the_scale = model["name"] == "wrn28_10" and model["kwargs"]["depth"] == named.wrn_depth
+        assert model["name"] in {*named.models, *named.fig5_models} or wide_resnet_of_the_scale, model
+
+
+RUN_EACH_SWEEP = """
+import sys
+from varshift.cli import main
+for overrides in sys.argv[1:]:
+    sys.argv = ["varshift-train", "-m", *overrides.split()]
+    main()
+"""
+
+
+def test_every_preset_runs_at_smoke(fashion_root, tmp_path):
+    """The first job of each preset's smoke sweep, through varshift-train -m, all in one process."""
+    from hydra import initialize_config_dir
+
+    from varshift.config import register_schema
+    from varshift.sweep import sweep_jobs
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        first_jobs = [sweep_jobs([f"experiment={preset}", "scale=smoke"])[0] for preset in PRESETS]
+    small = [f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1"]
+    run("-c", RUN_EACH_SWEEP, *(" ".join([*job, *small]) for job in first_jobs), cwd=tmp_path)
+    for preset in PRESETS:
+        summaries = list((tmp_path / "multirun" / preset / "smoke").glob("*/summary.json"))
+        assert len(summaries) == 1, preset
+        cfg = OmegaConf.load(summaries[0].parent / "config.yaml")
+        assert (cfg.experiment_name, cfg.scale.name, cfg.trainer.epochs) == (preset, "smoke", 1)

@@ -6,6 +6,7 @@ Examples::
     varshift-train dropout=uniform dropout.rate=0.3 dropout.position=before_conv
     varshift-train -m dropout.rate=0.1,0.3,0.5 seed=0,1,2          # a sweep, one job per setting
     varshift-train -m experiment=fig4 scale=paper hydra/launcher=slurm
+    varshift-train --presets                         # the experiment presets, one line each
 
 A user's mistake (a bad config or override, missing data, a run directory in use, a launcher that cannot
 start) ends the command with one line, ``varshift-train: error: ...``, and exit status 2; ``--debug`` (or
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 from varshift import train
 from varshift.config import register_schema, to_plain, validate
 from varshift.paths import CONF_DIR
+from varshift.presets import preset_lines
 from varshift.user_errors import reported_user_errors, request_tracebacks
 
 PROG = "varshift-train"
@@ -49,7 +51,10 @@ def train_app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """The ``varshift-train`` command: the Hydra app, with ``--debug`` and one-line user errors."""
+    """The ``varshift-train`` command: the Hydra app, with ``--debug``, ``--presets`` and one-line user errors."""
+    if "--presets" in sys.argv[1:]:
+        print("\n".join(preset_lines()))
+        return
     debug = "--debug" in sys.argv[1:]
     if debug:
         sys.argv.remove("--debug")

@@ -129,9 +129,13 @@ class ProbeConfig:
 @dataclass
 class ScaleConfig:
     name: str = "demo"  # a plain string: it names the sweep folder (an enum would print as ScaleName.demo)
-    # what experiment recipes sweep at this scale (the paper's networks need a GPU)
-    datasets: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
+    # The axes the experiment presets sweep at this scale (``model: ${sweep:${scale.models}}``): the paper's
+    # networks and datasets at paper (a GPU per run), small stand-ins at smoke and demo.
+    datasets: list[str] = MISSING
+    models: list[str] = MISSING
+    fig5_models: list[str] = MISSING  # Figure 5 shows two of the paper's four networks
+    wrn_depth: int = MISSING  # the width preset's Wide ResNet: WRN-<wrn_depth>-<widen factor>
+    widen_factors: list[int] = MISSING
 
 
 @dataclass
@@ -148,15 +152,21 @@ class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
 
+def sweep_values(values: list) -> str:
+    """A list as a sweep of Hydra's basic sweeper (``a,b``): what ``${sweep:${scale.models}}`` resolves to."""
+    return ",".join(str(value) for value in values)
+
+
 def register_schema() -> None:
+    """The schema, and the ``sweep`` resolver the presets use; call before composing ``conf/``."""
     ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("sweep"):
+        OmegaConf.register_new_resolver("sweep", sweep_values)
 
 
 def to_plain(cfg: DictConfig) -> dict:
     """The resolved config as plain Python (enums as their names), for the trainer and for logging."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-
-
 
 
 def _schema_fields(schema: type) -> dict[str, Any]:

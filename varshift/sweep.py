@@ -28,6 +28,24 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments([*swept, *task], max_batch_size=None)[0]
 
 
+def validated_jobs(overrides: Sequence[str]) -> list[dict]:
+    """The validated config of every job of the sweep, in launch order.
+
+    Raises the first job's ValueError, naming that job's own overrides.
+    """
+    register_schema()
+    configs = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs = sweep_jobs(overrides)
+        for job in jobs:
+            try:
+                configs.append(validate(to_plain(compose("config", overrides=job))))
+            except ValueError as err:
+                own = [override for override in job if not all(override in other for other in jobs)]
+                raise ValueError(f"the job {' '.join(own)} of the sweep: {err}") from err
+    return configs
+
+
 def check_sweep(overrides: Sequence[str]) -> int:
     """Validate every job of the sweep and load each of its datasets; return the number of jobs.
 
@@ -35,17 +53,9 @@ def check_sweep(overrides: Sequence[str]) -> int:
     """
     from varshift.data import load_dataset
 
-    register_schema()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        jobs = sweep_jobs(overrides)
-        datasets = set()
-        for job in jobs:
-            try:
-                data = validate(to_plain(compose("config", overrides=job)))["dataset"]
-            except ValueError as err:
-                own = [override for override in job if not all(override in other for other in jobs)]
-                raise ValueError(f"the job {' '.join(own)} of the sweep: {err}") from err
-            datasets.add((data["name"], data["root"], data["download"], data["verify"]))
+    configs = validated_jobs(overrides)
+    datasets = {(data["name"], data["root"], data["download"], data["verify"])
+                for data in (config["dataset"] for config in configs)}
     for name, root, download, verify in sorted(datasets):
         load_dataset(name, root, download=download, verify=verify)
-    return len(jobs)
+    return len(configs)

@@ -36,6 +36,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check varshift analysis tests benchmarks experiments
 
+# Loader throughput, then training throughput of the paper's four networks: full size where CUDA is available,
+# scaled down (--tiny, seconds) on a CPU. `make bench BENCH_ARGS=...` passes other options to throughput.py.
+BENCH_ARGS ?= $(shell $(PY) -c "import torch; print('' if torch.cuda.is_available() else '--tiny')")
 bench: $(STAMP)
-	$(PY) benchmarks/loader_throughput.py
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/loader_throughput.py --json results/bench/loader.json
+	$(PY) benchmarks/throughput.py $(BENCH_ARGS) --json results/bench/throughput.json

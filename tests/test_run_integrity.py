@@ -331,15 +331,15 @@ def test_wandb_that_cannot_reach_its_server_leaves_the_run_to_its_local_files(ma
         raise wandb.errors.CommError("Run initialization has timed out after 60.0 sec.")
 
     calls = fake_wandb_init(time_out)
-    summary = train.run(make_config("trainer.epochs=1", "logger=online"), tmp_path)
+    summary = train.run(make_config("trainer.epochs=1", "logger=wandb"), tmp_path)
     assert summary["status"] == "complete"
     assert calls[0]["settings"].init_timeout == WANDB_TIMEOUT_S
     assert ("wandb could not start (CommError: Run initialization has timed out after 60.0 sec.); this run records "
             "to its local files only") in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("logger,env_mode,expected", [("online", "disabled", None), ("disabled", "offline", "offline"),
-                                                      ("online", None, "online")])
+@pytest.mark.parametrize("logger,env_mode,expected", [("wandb", "disabled", None), ("disabled", "offline", "offline"),
+                                                      ("wandb", None, "online")])
 def test_wandb_mode_from_the_environment_overrides_the_config(make_config, tmp_path, fake_wandb_init, monkeypatch,
                                                               logger, env_mode, expected):
     if env_mode is None:
@@ -349,8 +349,6 @@ def test_wandb_mode_from_the_environment_overrides_the_config(make_config, tmp_p
     calls = fake_wandb_init(lambda: None)
     RunRecorder(tmp_path, make_config(f"logger={logger}")).start_wandb()
     assert [call["mode"] for call in calls] == ([] if expected is None else [expected])
-
-
 
 
 def test_a_complete_run_skipped_by_the_command_line_keeps_every_file_as_it_was(make_config, fashion_root, tmp_path):

@@ -17,6 +17,7 @@ checkpoint is written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import platform
@@ -41,6 +42,7 @@ from varshift.data import DatasetInfo, Loaders, build_loaders
 from varshift.io import CorruptFile, atomic_write_text, read_verified, write_verified
 from varshift.models import build_model
 from varshift.probes import measure_variance_shift
+from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, remove_stale_temporary_files
 from varshift.tracking import RunRecorder, flatten, read_summary
 from varshift.vocabulary import NEUTRAL_KEYS, is_neutral
@@ -49,6 +51,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG_FILE = "config.yaml"
 LOSS_NAMES = {"train_loss": "the training loss", "test_loss": "the test loss", "val_loss": "the validation loss"}
 SHOWN_PROBLEMS = 5
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -186,13 +190,21 @@ def describe_hardware(hardware: dict) -> str:
 
 
 class PreparedBatches:
-    """A re-iterable view of a loader whose inputs are put in the training memory format."""
+    """A re-iterable view of a loader whose inputs are put in the training memory format; ``bar`` (a tqdm bar,
+    optional) advances once for each batch a pass has used."""
 
-    def __init__(self, loader, prepare):
-        self.loader, self.prepare = loader, prepare
+    def __init__(self, loader, prepare, bar: tqdm | None = None):
+        self.loader, self.prepare, self.bar = loader, prepare, bar
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self):
-        return ((self.prepare(x), y) for x, y in self.loader)
+        for x, y in self.loader:
+            yield self.prepare(x), y
+            # after the yield: a pass cut short by max_batches draws one batch more than it uses
+            if self.bar is not None:
+                self.bar.update()
 
 
 class Trainer:
@@ -300,6 +312,16 @@ class Trainer:
                 f"epoch {self.epoch} and keeps its checkpoint of epoch {self.saved_epoch}: rerun it to resume")
 
     # -- one pass --
+    def bar(self, desc: str, batches=None, total: int | None = None) -> tqdm:
+        """A progress bar on stderr, cleared when its pass ends; none with ``trainer.progress=false``."""
+        return tqdm(batches, desc=desc, total=total, leave=False, unit="batch",
+                    disable=not self.cfg["trainer"]["progress"])
+
+    def pass_name(self, loader) -> str:
+        if loader is self.loaders.test:
+            return "test"
+        return "validation" if loader is self.loaders.val else "training data, eval mode"
+
     def autocast(self):
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -316,9 +338,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
-        bar = tqdm(loader, desc=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}", leave=False,
-                   disable=not self.cfg["trainer"]["progress"], unit="batch")
-        for x, y in bar:
+        for x, y in self.bar(f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}", loader):
             self.stop_if_orphaned()
             with self.autocast():
                 logits = self.forward(self.prepare(x))
@@ -340,7 +360,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
-        for x, y in loader:
+        for x, y in self.bar(self.pass_name(loader), loader):
             with self.autocast():
                 logits = self.forward(self.prepare(x))
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -348,23 +368,30 @@ class Trainer:
             seen += y.numel()
         return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
-    def training_pass(self) -> PreparedBatches:
+    def training_pass(self, bar: tqdm | None = None) -> PreparedBatches:
         """The training images with their augmentation, unshuffled, as the model sees them in training:
         the paper's data for measuring the shift and for BN recalibration."""
         self.loaders.train_eval.set_epoch(self.epoch)
-        return PreparedBatches(self.loaders.train_eval, self.prepare)
+        return PreparedBatches(self.loaders.train_eval, self.prepare, bar)
+
+    def training_pass_batches(self, max_batches: int | None) -> int:
+        return len(self.loaders.train_eval) if max_batches is None else min(len(self.loaders.train_eval), max_batches)
 
     def measure_shift(self, stage: str):
         """The per-layer variance table (recorded under ``stage``); ``TrainingDiverged`` if it is not finite."""
-        with self.autocast():
-            table = measure_variance_shift(self.model, self.training_pass(), max_batches=self.cfg["probe"]["batches"])
+        max_batches = self.cfg["probe"]["batches"]
+        # measure_variance_shift passes the data twice: in eval mode, then in train mode
+        total = 2 * self.training_pass_batches(max_batches)
+        with self.bar(f"variance probe ({stage})", total=total) as bar, self.autocast():
+            table = measure_variance_shift(self.model, self.training_pass(bar), max_batches=max_batches)
         self.stop_if_diverged(non_finite_probe(table, stage))
         self.recorder.log_variance(table, stage, self.epoch)
         return table
 
     def recalibrate(self) -> None:
-        with self.autocast():
-            recalibrate_bn(self.model, self.training_pass(), max_batches=self.cfg["probe"]["recalibrate_batches"])
+        max_batches = self.cfg["probe"]["recalibrate_batches"]
+        with self.bar("BN recalibration", total=self.training_pass_batches(max_batches)) as bar, self.autocast():
+            recalibrate_bn(self.model, self.training_pass(bar), max_batches=max_batches)
 
     def train_eval_accuracy(self) -> float:
         return self.evaluate(self.training_pass())[1]
@@ -394,6 +421,12 @@ class Trainer:
         self.recorder.log_epoch(row)
         self.save_checkpoint()
         self.recorder.write_files()
+        log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
+
+    def training_images_per_s(self) -> float:
+        """Over every epoch the run has trained (its checkpoint keeps them across resumptions)."""
+        epochs = self.recorder.epochs
+        return self.loaders.train.num_samples * len(epochs) / sum(row["seconds"] for row in epochs)
 
     def update_early_stopping(self, val_acc: float) -> bool:
         if val_acc > self.best_val_acc:
@@ -437,6 +470,7 @@ class Trainer:
                 self.run_epoch()
             summary = self.finish()
             exit_code = 0
+            log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
             return summary
         finally:
             self.recorder.finish_wandb(exit_code)
@@ -469,4 +503,5 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
             print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
             return summary
         remove_stale_temporary_files(run_dir)
-        return Trainer(cfg, run_dir, parent_pid=parent_pid).run()
+        with console_fallback(logging.getLogger("varshift")):
+            return Trainer(cfg, run_dir, parent_pid=parent_pid).run()

@@ -25,7 +25,6 @@ from analysis.plotting import run_labels
 from analysis.theory_figure import theory_vs_measured
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-PAPER_MD = REPO_DIR.parent / "shared" / "PAPER.md"
 CELL = re.compile(r"^(?P<mean>-?\d+\.\d+)(?: ± (?P<std>\d+\.\d+))?(?: \((?P<notes>[^)]*)\))?$")
 
 
@@ -88,83 +87,7 @@ def hand_stats(values: list[float]) -> tuple[str, str | None]:
     return mean, (f"{statistics.stdev(values):.2f}" if len(values) > 1 else None)
 
 
-# -- the paper's numbers, read from PAPER.md itself --
-
-NETS = {"PreResNet": "preresnet110", "ResNeXt": "resnext29_8x64d", "WRN": "wrn28_10",
-        "DenseNet": "densenet_bc100"}
-DATASETS = {"C10": "cifar10", "C100": "cifar100"}
-POSITIONS = {"(a)": "before_bn", "(b)": "before_conv"}
-
-
-def md_tables(text: str) -> list[list[list[str]]]:
-    """Every Markdown table of PAPER.md: its header and rows as lists of cells."""
-    found, current = [], None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            current = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if current is None:
-            current = [cells]
-            found.append(current)
-        elif not set("".join(cells)) <= set("-: "):
-            current.append(cells)
-    return found
-
-
-def number(cell: str) -> str | None:
-    match = re.match(r"(\d+\.\d+)", cell)
-    return match and match[1]
-
-
-def paper_md_numbers(text: str) -> dict[tuple, str]:
-    numbers = {}
-
-    def put(artifact, dataset, model, position, kind, rate, metric, cell):
-        if number(cell):
-            numbers[(artifact, dataset, model, position, kind, float(rate), metric)] = number(cell)
-
-    for header, *rows in md_tables(text):  # each table is told apart by its header
-        if header[1] == "C10 (cosθ)²":
-            columns = [(d, m) for d in ("cifar10", "cifar100") for m in ("cos2", "d_cos2")]
-            for net, *cells in rows:
-                for (dataset, metric), cell in zip(columns, cells, strict=True):
-                    put("table1", dataset, NETS[net], "none", "none", 0.0, metric, cell)
-        elif header[:2] == ["net", "setting"]:
-            for net, setting, *cells in rows:
-                position, dataset = setting.split()
-                for rate, cell in zip(header[2:], cells, strict=True):
-                    put("fig4", DATASETS[dataset], NETS[net], POSITIONS[position], "bernoulli", rate,
-                        "mean_shift", cell)
-        elif header[0] == "panel":
-            for panel, *cells in rows:
-                net, position, dataset = panel.split()
-                for column, cell in zip(header[1:], cells, strict=True):
-                    rate, mode = column.split()
-                    put("fig5", DATASETS[dataset], NETS[net], POSITIONS[position], "bernoulli", rate,
-                        {"train-mode": "train_acc", "eval-mode": "train_eval_acc"}[mode], cell)
-        elif header[:2] == ["setting", "net"]:
-            setting = None
-            for first, net, *cells in rows:
-                setting = first.removeprefix("Dropout-").split() if first else setting
-                for rate, cell in zip(header[2:], cells, strict=True):
-                    put("fig4", DATASETS[setting[1]], NETS[net], POSITIONS[setting[0]], "bernoulli", rate,
-                        "test_error", cell)
-        elif header[1] == "(a) 0.5":
-            for net, *cells in rows:
-                for column, cell in zip(header[1:], cells, strict=True):
-                    position, label = column.split()
-                    put("table3", DATASETS[header[0]], NETS[net], POSITIONS[position], "bernoulli", 0.5,
-                        "test_error_recalibrated" if label.endswith("Adjust") else "test_error", cell)
-        elif header[0].endswith(("drop ratio", "β")):
-            artifact, position, kind = (("table4", "head", "bernoulli") if header[0].endswith("drop ratio")
-                                        else ("table6", "before_conv", "uniform"))
-            dataset = DATASETS[header[0].split()[0]]
-            for net, *cells in rows:
-                for rate, cell in zip(header[1:], cells, strict=True):
-                    put(artifact, dataset, NETS[net], position, kind, rate, "test_error", cell)
-    return numbers
-
+# -- the paper's numbers (analysis/paper_numbers.csv) --
 
 def csv_numbers() -> dict[tuple, str]:
     frame = pd.read_csv(PAPER_NUMBERS, dtype={"value": str})
@@ -174,17 +97,17 @@ def csv_numbers() -> dict[tuple, str]:
 
 @pytest.fixture(scope="module")
 def paper() -> dict[tuple, str]:
-    """The paper's numbers from PAPER.md where it is at hand, else from paper_numbers.csv."""
-    return paper_md_numbers(PAPER_MD.read_text()) if PAPER_MD.exists() else csv_numbers()
+    return csv_numbers()
 
 
-def test_paper_numbers_csv_holds_exactly_the_numbers_of_paper_md():
-    if not PAPER_MD.exists():
-        pytest.skip(f"{PAPER_MD} is not here")
-    expected, stored = paper_md_numbers(PAPER_MD.read_text()), csv_numbers()
+def test_paper_numbers_csv_holds_every_number_of_the_papers_tables_once():
+    frame = pd.read_csv(PAPER_NUMBERS, dtype={"value": str})
+    keys = ["artifact", "dataset", "model", "position", "kind", "rate", "metric"]
+    assert not frame.duplicated(keys).any()
     # Tables 1, 3, 4, 6, Figure 4 errors and curve means (less the 7 clipped curves), Figure 5
-    assert len(expected) == 16 + 32 + 40 + 40 + 80 + 73 + 16
-    assert stored == expected
+    assert frame.groupby("artifact").size().to_dict() == {"table1": 16, "table3": 32, "table4": 40, "table6": 40,
+                                                          "fig4": 80 + 73, "fig5": 16}
+    assert frame["value"].astype(float).gt(0).all()
 
 
 # -- collect --
@@ -611,29 +534,13 @@ def test_table4_and_table6_refuse_runs_of_another_position_or_kind(tmp_path):
     tables.table4(runs[runs["dropout.position"] == "head"], tmp_path / "out")
 
 
-def paper_md_lower_bounds(text: str) -> set[tuple]:
-    """The Figure 4 curve means whose curve reaches the clipped top of its axis (PreResNet's, see PAPER.md)."""
-    bounds = set()
-    for header, *rows in md_tables(text):
-        if header[:2] != ["net", "setting"]:
-            continue
-        for net, setting, *cells in rows:
-            position, dataset = setting.split()
-            top = 3.0 if position == "(a)" else 1.2
-            for rate, cell in zip(header[2:], cells, strict=True):
-                peak = re.search(r"max (≥?)(\d+\.\d+)", cell)
-                if net == "PreResNet" and peak and (peak[1] or float(peak[2]) >= top - 0.01):
-                    bounds.add((DATASETS[dataset], NETS[net], POSITIONS[position], float(rate)))
-    return bounds
-
-
 def test_lower_bounds_are_the_clipped_curves_and_tables_show_them(tmp_path):
     numbers = pd.read_csv(PAPER_NUMBERS)
     marked = numbers[numbers["lower_bound"]]
     stored = set(zip(marked["dataset"], marked["model"], marked["position"], marked["rate"], strict=True))
-    if PAPER_MD.exists():
-        assert stored == paper_md_lower_bounds(PAPER_MD.read_text())
-    assert set(marked["metric"]) == {"mean_shift"} and len(stored) > 0
+    # the two PreResNet curve means whose curve reaches the clipped top of the paper's axis
+    assert stored == {("cifar100", "preresnet110", "before_bn", 0.5), ("cifar10", "preresnet110", "before_conv", 0.3)}
+    assert set(marked["metric"]) == {"mean_shift"}
     dataset, model, position, rate = sorted(stored)[0]
     make_run(tmp_path / "runs", "run", dataset=dataset, model=model, position=position, rate=rate,
              variance=shift_rows([1.0, 2.0]), summary={"mean_shift": 1.5})

@@ -118,7 +118,7 @@ def write_idx_set(folder: Path, gzipped: bool, seed: int) -> tuple[np.ndarray, .
 def test_dataset_info_is_read_from_the_yaml_of_every_dataset():
     infos = {name: dataset_info(name) for name in DATASET_NAMES}
     assert {name: info.name for name, info in infos.items()} == {name: name for name in DATASET_NAMES}
-    assert infos["cifar10"].mean == (0.4914, 0.4822, 0.4465)  # PAPER.md 2.4
+    assert infos["cifar10"].mean == (0.4914, 0.4822, 0.4465)  # the paper's section 2.4
     assert infos["cifar10"].std == (0.2023, 0.1994, 0.2010)
     c100, mnist = infos["cifar100"], infos["mnist"]
     assert (c100.num_classes, c100.channels, c100.crop_padding, c100.flip) == (100, 3, 4, True)

@@ -1,6 +1,6 @@
 """Where a run's records go: files in the run directory always, wandb when enabled.
 
-The files are the source of truth (DESIGN.md, "Outputs of one run"): ``metrics.jsonl`` (one object
+The files are the source of truth (the run directory described in the README): ``metrics.jsonl`` (one object
 per epoch), ``variance.csv`` (the per-layer variance shift at every probe), ``alignment.csv``
 (cos^2 and d cos^2 of every conv layer) and ``summary.json``. Each is rewritten atomically from the
 history held in memory, so a run killed at any moment leaves complete files, and a resumed run

@@ -1,7 +1,7 @@
 """The training loop of ``varshift-train``: one run from a plain config to a complete run directory.
 
 A run trains with SGD, records every epoch, probes the variance shift of every BN layer, then
-recalibrates BN and measures again (DESIGN.md, "Outputs of one run"). After every epoch it writes
+recalibrates BN and measures again (the run directory described in the README). After every epoch it writes
 ``checkpoint.pt`` atomically, behind a sha256 of its content; rerunning in the same directory resumes from
 it (the data order and augmentation depend only on the seed and the epoch, and the RNG state is in the
 checkpoint, so the resumed run ends with the same numbers as an uninterrupted one). A finished run is not

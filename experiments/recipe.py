@@ -69,7 +69,7 @@ def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Seque
         prog=f"experiments/{experiment}.py",
         description=f"Run the '{experiment}' experiment (conf/experiment/{experiment}.yaml) as a Hydra multirun, "
                     f"then write {', '.join(artifacts)} under results/{experiment}/<scale>/.")
-    parser.add_argument("--scale", choices=SCALES, default="demo", help="smoke | demo | paper (default: demo)")
+    parser.add_argument("--scale", choices=SCALES, default="demo", help=f"{' | '.join(SCALES)} (default: demo)")
     parser.add_argument("--seeds", type=seed_list,
                         help="seeds to sweep, comma-separated: 0,1,2 (default: the preset's)")
     parser.add_argument("--launcher", help="Hydra launcher: joblib, local (2 parallel jobs), slurm, submitit_slurm")

@@ -256,7 +256,7 @@ def test_positions_are_the_four_documented():
     assert POSITIONS == ("none", "before_bn", "before_conv", "head")
     assert tuple(FAMILIES) == MODEL_NAMES
     assert MODEL_NAMES == ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn",
-                           "mlp")
+                           "mlp", "preresnet14_w8")
 
 
 def test_each_model_has_a_yaml_with_the_papers_values():
@@ -311,3 +311,17 @@ def test_bad_input_raises_a_value_error_naming_it(call, message):
     with pytest.raises(ValueError) as error:
         call()
     assert message in str(error.value)
+
+
+def test_preresnet_width_sets_the_stage_widths_and_the_laptop_network_is_the_narrow_preresnet():
+    def conv_widths(model):
+        return sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)})
+
+    with torch.device("meta"):
+        paper = build_model("preresnet110", position="none", depth=14, block="basic")
+        explicit = build_model("preresnet110", position="none", depth=14, block="basic", width=16)
+        narrow = build_model("preresnet14_w8", in_channels=1, position="none")
+    assert conv_widths(paper) == conv_widths(explicit) == [16, 32, 64]
+    assert parameter_count(paper) == parameter_count(explicit)
+    assert conv_widths(narrow) == [8, 16, 32]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in narrow.modules()) == 13  # >= 10 BN layers to shift

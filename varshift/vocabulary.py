@@ -15,9 +15,9 @@ from collections.abc import Iterable
 
 DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform")
 POSITIONS = ("none", "before_bn", "before_conv", "head")
-SCALES = ("smoke", "demo", "paper")
+SCALES = ("smoke", "demo", "laptop", "paper")
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist")
-MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp")
+MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8")
 
 SEED_KEY = "seed"
 # Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the

@@ -3,7 +3,8 @@
 The paper's "PreResNet-110" is bearpaw's ``preresnet(depth=110)`` of 2017, which put 18 bottleneck
 blocks in each stage: 164 weight layers, widths 16/32/64 (x4), 163 BN layers, 1,703,258 parameters
 on 10 classes. Here ``depth`` counts weight layers, so that network is ``depth=164`` (the default)
-and ``block="bottleneck"`` takes depths 9n+2; ``block="basic"`` takes 6n+2.
+and ``block="bottleneck"`` takes depths 9n+2; ``block="basic"`` takes 6n+2. ``width`` is the first
+stage's width (16 in the paper; the stages are width, 2 width, 4 width): a narrow network for a CPU.
 
 Dropout slots, per block:
 
@@ -27,8 +28,6 @@ from varshift.models.slots import (
     init_bearpaw,
     positive_int,
 )
-
-STAGE_WIDTHS = (16, 32, 64)
 
 
 class PreActBottleneck(nn.Module):
@@ -90,25 +89,25 @@ BLOCKS = {"bottleneck": PreActBottleneck, "basic": PreActBasicBlock}
 
 
 class PreResNet(nn.Module):
-    """bearpaw's PreResNet: conv3x3(16), three stages of pre-activation blocks, BN-ReLU, pool, FC."""
+    """bearpaw's PreResNet: conv3x3(width), three stages of pre-activation blocks, BN-ReLU, pool, FC."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout=None, position: str = "none",
-                 *, depth: int = 164, block: str = "bottleneck"):
+                 *, depth: int = 164, block: str = "bottleneck", width: int = 16):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"preresnet block {block!r} is not known; allowed: {', '.join(BLOCKS)}")
         block_cls = BLOCKS[block]
         n = blocks_per_stage(f"preresnet ({block} block)", depth, 2, block_cls.layers)
         slot = DropoutSlots(dropout, position)
-        planes = STAGE_WIDTHS[0]
+        planes = positive_int("width", width)
         self.conv1 = conv3x3(positive_int("in_channels", in_channels), planes)
         stages = []
-        for index, width in enumerate(STAGE_WIDTHS):
+        for index in range(3):
             blocks = []
             for b in range(n):
                 stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(block_cls(planes, width, stride, slot))
-                planes = width * block_cls.expansion
+                blocks.append(block_cls(planes, width * 2**index, stride, slot))
+                planes = width * 2**index * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.head = PreActHead(planes, num_classes, slot)

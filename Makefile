@@ -26,9 +26,11 @@ data:
 theory: $(STAMP)
 	$(VENV)/bin/varshift-theory --out results/theory
 
-# The demo: theory figures, then the small CNN on Fashion-MNIST with and without dropout (results/demo/demo).
+# The demo: theory figures, then the small CNN on Fashion-MNIST with and without dropout, two runs at a time with
+# one thread each (results/demo/demo). `make demo DEMO_ARGS=--update-readme` also puts its table into README.md.
+DEMO_ARGS ?=
 demo: theory data
-	$(PY) experiments/demo.py --scale demo
+	$(PY) experiments/demo.py --scale demo --launcher local $(DEMO_ARGS) trainer.threads=1
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -21,7 +21,8 @@ POSITION_LABELS = {"none": "no dropout", "before_bn": "Dropout-(a) before BN",
 # what the runs of each experiment preset (conf/experiment/) are, for titles
 EXPERIMENT_TITLES = {"fig4": "Figure 4", "fig5": "Figure 5", "table1": "Table 1", "table3": "Table 3",
                      "table4": "Table 4", "table6": "Table 6", "gaussian": "Gaussian dropout",
-                     "channelwise": "Channel-wise dropout", "width": "Dropout-(b) and layer width", "demo": "Demo"}
+                     "channelwise": "Channel-wise dropout", "width": "Dropout-(b) and layer width", "demo": "Demo",
+                     "variance_matched": "Dropout kinds at one noise variance"}
 NO_DROPOUT = "no dropout"
 MISSING = "–"
 

@@ -27,6 +27,7 @@ SMALL_SIZES = {
     "densenet_bc100": {"depth": 10, "growth_rate": 4},
     "small_cnn": {"channels": (4, 8), "hidden": 8},
     "mlp": {"hidden": 8, "image_size": 16},
+    "preresnet14_w8": {"depth": 8},
 }
 
 

@@ -48,13 +48,15 @@ def test_wandb_is_off_unless_chosen_and_online_unless_told_offline(make_config, 
 
 def test_the_demo_scale_decays_the_learning_rate_once_before_its_last_epoch(make_config):
     cfg = make_config("scale=demo")
-    assert milestone_epochs(cfg["optim"], cfg["trainer"]["epochs"]) == [2]
-    factor = train.lr_factor(cfg["optim"], cfg["trainer"]["epochs"])
-    assert [factor(epoch) for epoch in range(3)] == pytest.approx([1, 1, cfg["optim"]["gamma"]])
+    epochs = cfg["trainer"]["epochs"]
+    assert milestone_epochs(cfg["optim"], epochs) == [epochs - 1]
+    factor = train.lr_factor(cfg["optim"], epochs)
+    assert [factor(epoch) for epoch in range(epochs)] == pytest.approx([1] * (epochs - 1) + [cfg["optim"]["gamma"]])
 
 
 @pytest.mark.parametrize("overrides,computed", [
-    (["scale=demo", "optim.milestones=[0.5,0.75]"], r"trainer.epochs=3 they fall on epochs \[2, 2\]"),
+    (["optim.schedule=multistep", "trainer.epochs=3", "optim.milestones=[0.5,0.75]"],
+     r"trainer.epochs=3 they fall on epochs \[2, 2\]"),
     (["optim.schedule=multistep", "trainer.epochs=1", "optim.milestones=[0.5]"],
      r"trainer.epochs=1 they fall on epochs \[0\]"),
     (["optim.schedule=multistep", "trainer.epochs=4", "optim.milestones=[0.9]"],

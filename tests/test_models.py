@@ -243,7 +243,9 @@ def test_no_dropout_spec_or_position_none_builds_identity_slots(spec, position):
 def test_a_config_dropout_group_with_its_position_builds_that_position():
     group = OmegaConf.create({"kind": "uniform", "rate": 0.3, "position": "before_conv"})
     layers = dropouts(build_model("small_cnn", dropout=group, position=group.position))
-    assert len(layers) == 2 and all(type(m) is UniformDropout for m in layers)
+    convs = len(family_parameters("small_cnn")["channels"])
+    assert len(layers) == convs - 1 + 1  # in front of every conv but the first, and in front of the hidden FC
+    assert all(type(m) is UniformDropout for m in layers)
 
 
 def test_position_defaults_to_none_and_dropout_to_bernoulli_half():

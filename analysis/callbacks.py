@@ -1,4 +1,4 @@
-"""Hydra callbacks of ``varshift-train``, registered under ``hydra.callbacks`` in ``conf/config.yaml``: the
+"""Hydra callbacks of ``varshift-train``, registered under ``hydra.callbacks`` in ``varshift/conf/config.yaml``: the
 training side (``varshift/``) never imports ``analysis/``, the configuration joins them."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ KNOWN_ORDER = {"dataset.name": DATASET_NAMES, "model.name": MODEL_NAMES, "dropou
                "dropout.kind": DROPOUT_KINDS, "metric": tuple(METRIC_LABELS)}
 POSITION_LABELS = {"none": "no dropout", "before_bn": "Dropout-(a) before BN",
                    "before_conv": "Dropout-(b) before conv", "head": "dropout after all BN"}
-# what the runs of each experiment preset (conf/experiment/) are, for titles
+# what the runs of each experiment preset (varshift/conf/experiment/) are, for titles
 EXPERIMENT_TITLES = {"fig4": "Figure 4", "fig5": "Figure 5", "table1": "Table 1", "table3": "Table 3",
                      "table4": "Table 4", "table6": "Table 6", "gaussian": "Gaussian dropout",
                      "channelwise": "Channel-wise dropout", "width": "Dropout-(b) and layer width", "demo": "Demo",

@@ -202,7 +202,7 @@ def require(runs: pd.DataFrame, artifact: str, column: str, allowed: str, what: 
     if others:
         raise ValueError(f"{artifact} is about {what} ({column}={allowed}), but runs here have {column} "
                          f"{', '.join(others)}; pass the runs of experiment {artifact} "
-                         f"(conf/experiment/{artifact}.yaml)")
+                         f"(varshift/conf/experiment/{artifact}.yaml)")
 
 
 def table3(runs: pd.DataFrame, out: str | Path) -> list[Path]:

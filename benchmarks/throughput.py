@@ -2,7 +2,7 @@
 
 For each of the paper's networks, on CIFAR-shaped random uint8 images, in one process:
 
-(A) varshift: a :class:`varshift.train.Trainer` built from the composed config (``conf/``, as
+(A) varshift: a :class:`varshift.train.Trainer` built from the composed config (``varshift/conf/``, as
     ``varshift-train`` composes it, at ``scale=paper``) with injected loaders: the images live on the
     device and are cropped (padding 4), flipped and normalised there; bf16 autocast and channels_last
     follow the config (``auto``: on for CUDA), SGD is fused on CUDA, ``torch.compile`` with ``--compile``.

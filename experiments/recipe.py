@@ -1,7 +1,7 @@
 """Run one paper artifact end to end: the multirun of its experiment preset, then its analysis.
 
 The recipe launches exactly ``varshift-train -m experiment=<name> scale=<scale>`` (plus the seeds and
-overrides given): the preset takes its network and dataset axes from the scale (``conf/scale/<scale>.yaml``),
+overrides given): the preset takes its network and dataset axes from the scale (``varshift/conf/scale/<scale>.yaml``),
 the paper's networks on CIFAR at ``paper``, small stand-ins on Fashion-MNIST at ``smoke`` and ``demo``.
 Finished runs are skipped, so an interrupted recipe is simply started again.
 
@@ -67,8 +67,8 @@ def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Seque
     """
     parser = argparse.ArgumentParser(
         prog=f"experiments/{experiment}.py",
-        description=f"Run the '{experiment}' experiment (conf/experiment/{experiment}.yaml) as a Hydra multirun, "
-                    f"then write {', '.join(artifacts)} under results/{experiment}/<scale>/.")
+        description=f"Run the '{experiment}' experiment (varshift/conf/experiment/{experiment}.yaml) as a Hydra "
+                    f"multirun, then write {', '.join(artifacts)} under results/{experiment}/<scale>/.")
     parser.add_argument("--scale", choices=SCALES, default="demo", help=f"{' | '.join(SCALES)} (default: demo)")
     parser.add_argument("--seeds", type=seed_list,
                         help="seeds to sweep, comma-separated: 0,1,2 (default: the preset's)")

@@ -51,7 +51,7 @@ def fashion_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_config(fashion_root):
-    """Compose ``conf/`` like ``varshift-train`` does, at smoke scale on the small dataset."""
+    """Compose ``varshift/conf/`` like ``varshift-train`` does, at smoke scale on the small dataset."""
     register_schema()
 
     def make(*overrides: str) -> dict:

@@ -1,4 +1,4 @@
-"""``varshift-train``: the Hydra app (configs in the repository's ``conf/``).
+"""``varshift-train``: the Hydra app (configs in ``varshift/conf/``, shipped with the package).
 
 Examples::
 

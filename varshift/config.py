@@ -1,6 +1,6 @@
 """The schema of ``varshift-train``'s configuration, and the checks run before any training.
 
-Hydra merges ``conf/`` onto these dataclasses, so a misspelt key or a value outside an enum
+Hydra merges ``varshift/conf/`` onto these dataclasses, so a misspelt key or a value outside an enum
 (``dropout.position=befor_bn``) fails while the config is composed, listing the allowed values.
 What a type cannot express is checked by :func:`validate`, which names the key, the value and what
 is allowed: keys added with ``+`` that the schema does not know, ranges (a negative rate, a learning
@@ -158,7 +158,7 @@ def sweep_values(values: list) -> str:
 
 
 def register_schema() -> None:
-    """The schema, and the ``sweep`` resolver the presets use; call before composing ``conf/``."""
+    """The schema, and the ``sweep`` resolver the presets use; call before composing ``varshift/conf/``."""
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("sweep"):
         OmegaConf.register_new_resolver("sweep", sweep_values)

@@ -1,6 +1,8 @@
-"""Where varshift finds its Hydra configuration (the repository's ``conf/`` folder)."""
+"""Where varshift finds its Hydra configuration: ``varshift/conf/``, shipped inside the package, so a plain
+``pip install .`` gives a working ``varshift-train``."""
 
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_DIR / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR / "conf"
+REPO_DIR = PACKAGE_DIR.parent  # a checkout's root (README.md, experiments/); not part of an installed package

@@ -1,4 +1,5 @@
-"""The experiment presets (``conf/experiment/<name>.yaml``): what each reproduces and the command that runs it."""
+"""The experiment presets (``varshift/conf/experiment/<name>.yaml``): what each reproduces, the command that
+runs it."""
 
 from __future__ import annotations
 

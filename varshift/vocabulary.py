@@ -1,7 +1,7 @@
 """The words of varshift's configuration: kinds, positions, scales, dataset and model names, neutral keys.
 
 One module, imported by the config schema, the models, the trainer's resume check, the analysis and
-(pinned by a test) ``conf/config.yaml``'s ``exclude_keys``, so that a name is spelt in one place. It
+(pinned by a test) ``varshift/conf/config.yaml``'s ``exclude_keys``, so that a name is spelt in one place. It
 imports nothing heavy (no torch), so ``analysis`` can use it.
 
 A run's *setting* is every key of its flattened config except ``seed`` and the neutral keys: runs

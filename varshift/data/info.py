@@ -1,6 +1,6 @@
 """Dataset metadata (classes, channels, size, normalisation, augmentation).
 
-The YAML files of the Hydra group ``conf/dataset/`` are the one source of these numbers: models,
+The YAML files of the Hydra group ``varshift/conf/dataset/`` are the one source of these numbers: models,
 loaders and the trainer all read them through :func:`dataset_info` (or :meth:`DatasetInfo.from_config`
 on an already composed, possibly overridden ``cfg.dataset``).
 """
@@ -51,7 +51,7 @@ class DatasetInfo:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DatasetInfo:
-        """Build from a dataset config (a ``conf/dataset`` YAML, or the trainer's ``cfg.dataset``)."""
+        """Build from a dataset config (a ``varshift/conf/dataset`` YAML, or the trainer's ``cfg.dataset``)."""
         return cls(
             name=cfg["name"],
             num_classes=cfg["num_classes"],
@@ -65,7 +65,7 @@ class DatasetInfo:
 
 
 def dataset_config(name: str) -> dict[str, Any]:
-    """The resolved ``conf/dataset/<name>.yaml`` as a plain dict (no Hydra needed)."""
+    """The resolved ``varshift/conf/dataset/<name>.yaml`` as a plain dict (no Hydra needed)."""
     path = CONF_DIR / "dataset" / f"{check_dataset_name(name)}.yaml"
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if cfg.get("name") != name:

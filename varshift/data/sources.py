@@ -31,7 +31,7 @@ from varshift.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from varshift.data.formats import read_cifar_batches, read_idx_split
 from varshift.data.info import check_dataset_name, dataset_info
 
-DEFAULT_ROOT = Path("data")  # conf/dataset/*.yaml: root: ${oc.env:VARSHIFT_DATA,data}
+DEFAULT_ROOT = Path("data")  # varshift/conf/dataset/*.yaml: root: ${oc.env:VARSHIFT_DATA,data}
 ROOT_VARIABLE = "VARSHIFT_DATA"
 
 

@@ -29,7 +29,7 @@ from varshift.vocabulary import POSITIONS
 
 SLOTS = POSITIONS[1:]
 SPEC_KEYS = ("kind", "rate", "channelwise")
-# A config's dropout group may carry its position too (conf/dropout/*.yaml); it must match the position.
+# A config's dropout group may carry its position too (varshift/conf/dropout/*.yaml); it must match the position.
 ALLOWED_KEYS = ", ".join((*SPEC_KEYS, "position"))
 
 

@@ -96,6 +96,12 @@ def replace_marked(text: str, block: str) -> str:
     return f"{before}{start}\n{block.strip()}\n{end}{rest.split(end)[1]}"
 
 
+def interpreter() -> str:
+    """This Python as a reader would type it: ``.venv/bin/python`` from the checkout, else its full path."""
+    path = Path(sys.executable)
+    return str(path.relative_to(REPO_DIR)) if path.is_relative_to(REPO_DIR) else str(path)
+
+
 def demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--scale", choices=SCALES, default="demo")
@@ -111,7 +117,7 @@ def demo(argv: list[str]) -> int:
     runs = collect([folder])
     out = Path("results") / EXPERIMENT / scale
     table = write_demo_table(runs, out).read_text()
-    command = shlex.join(["python", "experiments/demo.py", *recipe_argv])
+    command = shlex.join([interpreter(), "experiments/demo.py", *recipe_argv])
     block = f"{how_it_was_made(runs, command, time.perf_counter() - start)}\n\n{table}"
     atomic_write_text(out / "readme_table.md", block)
     print(out / "readme_table.md")

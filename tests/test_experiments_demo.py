@@ -84,11 +84,11 @@ def test_the_demo_table_holds_mean_and_std_over_seeds_of_the_runs_numbers(demo_s
     assert "\\begin{tabular}" in (out / "demo_table.tex").read_text()
 
 
-def test_the_readme_block_says_how_the_table_was_made(demo_smoke):
+def test_the_readme_block_says_how_the_table_was_made(demo_smoke, demo):
     out = demo_smoke / "results" / "demo" / "smoke"
     block = (out / "readme_table.md").read_text()
     made, table = block.split("\n\n", 1)
-    assert made.startswith("`python experiments/demo.py --scale smoke ")
+    assert made.startswith(f"`{demo.interpreter()} experiments/demo.py --scale smoke ")  # as a reader types it
     assert "1 epochs on 512 training images, test error on 256 test images, seeds 0, 1 (14 runs)" in made
     assert " min " in made and "CPU cores" in made
     assert table == (out / "demo_table.md").read_text()
@@ -119,3 +119,10 @@ def test_the_variance_matched_preset_runs_three_kinds_at_one_noise_variance(matc
     assert (out / "fig4_shift.png").read_bytes()[:4] == b"\x89PNG"
     measured = (out / "theory_vs_measured_table.md").read_text()
     assert all(kind in measured for kind in ("bernoulli", "gaussian", "uniform"))
+
+
+def test_the_command_names_this_python_as_typed_from_the_checkout(demo, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(demo.REPO_DIR / ".venv" / "bin" / "python"))
+    assert demo.interpreter() == ".venv/bin/python"
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    assert demo.interpreter() == "/usr/bin/python3"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from test_experiments import markdown_rows
 
 from varshift import theory
 from varshift.paths import REPO_DIR
@@ -40,11 +41,6 @@ def summaries_by_setting(folder: Path) -> dict[tuple[str, str, float], dict[int,
         key = (cfg.dropout.kind, cfg.dropout.position, round(cfg.dropout.rate, 6))
         settings.setdefault(key, {})[cfg.seed] = json.loads(summary.read_text())
     return settings
-
-
-def markdown_rows(path: Path) -> list[list[str]]:
-    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 @pytest.fixture(scope="module")

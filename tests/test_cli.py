@@ -1,4 +1,4 @@
-"""varshift-train's user errors: one line on stderr and exit status 2; the traceback with --debug."""
+"""varshift-train's errors: one line on stderr, exit status 2 (1 for a run that stopped); the traceback with --debug."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def test_debug_shows_the_traceback(tmp_path, args, env):
 def test_a_composition_error_is_one_line(tmp_path):
     assert_one_line_error(run_cli("experiment=fig9", f"hydra.run.dir={tmp_path}"),
                           "Could not find 'experiment/fig9'", "fig4, fig5")
+
+
+def test_a_diverged_run_is_one_line_with_exit_status_1(tmp_path):
+    result = run_cli("scale=smoke", "optim.lr=1e30", "trainer.progress=false", "trainer.threads=1",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("varshift-train: error: training diverged in epoch 1: the training loss became "
+                                    "nan") and result.stderr.count("\n") == 1, result.stderr
+    assert "Lower optim.lr (now 1e+30)" in result.stderr and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_missing_data_stops_a_sweep_at_its_first_job(tmp_path):

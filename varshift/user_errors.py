@@ -3,6 +3,9 @@ status 2, as argparse does; the traceback instead when asked for (``--debug``, `
 
 A user's mistake: a bad config or override (``ValueError``, Hydra's composition errors), missing or damaged
 data, a run directory that another process holds, a SLURM launcher where SLURM is missing.
+
+A run that stops itself (its training diverged, or the process that started it exited) is reported the same
+way with exit status 1: its message already says what went bad, what was kept and what to do.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from varshift.data import DatasetCorruptedError, DatasetNotFoundError
 from varshift.rundir import RunDirInUse
+from varshift.train import ParentExited, TrainingDiverged
 
 USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
+RUN_STOPS = (TrainingDiverged, ParentExited)
 # In the environment, so that the jobs a launcher starts in other processes see it too.
 DEBUG_ENV = "VARSHIFT_DEBUG"
 
@@ -60,12 +65,14 @@ def user_message(err: Exception) -> str | None:
 
 @contextlib.contextmanager
 def reported_user_errors(prog: str) -> Iterator[None]:
-    """A user's mistake inside ends the process: one line on stderr, exit status 2."""
+    """A user's mistake inside ends the process: one line on stderr, exit status 2 (1 for a run that stopped)."""
     try:
         yield
     except Exception as err:
-        message = user_message(err)
+        message, status = user_message(err), 2
+        if message is None and isinstance(err, RUN_STOPS):
+            message, status = str(err), 1
         if message is None or os.environ.get(DEBUG_ENV) == "1":
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(status) from None

@@ -55,7 +55,7 @@ from torchvision import transforms
 
 from varshift.bn import recalibrate_bn
 from varshift.config import register_schema, to_plain, validate
-from varshift.data import DatasetInfo, DeviceLoader, Loaders
+from varshift.data import DatasetInfo, Loaders, loaders_over
 from varshift.io import atomic_write_json
 from varshift.models import build_model
 from varshift.paths import CONF_DIR
@@ -167,20 +167,8 @@ def as_tensors(images_hwc: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor
 def device_loaders(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                    info: DatasetInfo, cfg: dict, device: torch.device) -> Loaders:
     """The loaders ``build_loaders`` gives a run, over in-memory images instead of a dataset on disk."""
-    train_images, train_labels = (t.to(device) for t in as_tensors(*train))  # one copy for two loaders
-    test_images, test_labels = as_tensors(*test)
-    common = dict(mean=info.mean, std=info.std, device=device, seed=cfg["seed"])
-    augmentation = dict(crop_padding=info.crop_padding, flip=info.flip)
-    batch_size, test_batch_size = cfg["trainer"]["batch_size"], cfg["trainer"]["test_batch_size"]
-    return Loaders(
-        info=info,
-        train=DeviceLoader(train_images, train_labels, batch_size=batch_size, shuffle=True, **augmentation,
-                           **common),
-        test=DeviceLoader(test_images, test_labels, batch_size=test_batch_size, **common),
-        val=None,
-        train_eval=DeviceLoader(train_images, train_labels, batch_size=test_batch_size, **augmentation,
-                                **common),
-    )
+    return loaders_over(info, as_tensors(*train), as_tensors(*test), batch_size=cfg["trainer"]["batch_size"],
+                        test_batch_size=cfg["trainer"]["test_batch_size"], device=device, seed=cfg["seed"])
 
 
 def synchronize(device: torch.device) -> None:

@@ -34,6 +34,30 @@ def smoke_run(throughput, tmp_path_factory):
     return report, json.loads(path.read_text())
 
 
+def test_the_benchmark_times_the_loaders_a_run_gets(throughput, make_config, fashion_root):
+    from varshift.data import build_loaders, dataset_info, load_dataset
+
+    # 1,000 training images in batches of 333 leave a last batch of one, which BN-training passes drop
+    cfg = make_config("trainer.batch_size=333", "trainer.test_batch_size=100", "seed=3")
+    splits = load_dataset("fashion_mnist", fashion_root)
+
+    def as_arrays(images, labels):  # the benchmark's images are [N, H, W, C] arrays
+        return images.permute(0, 2, 3, 1).numpy(), labels.numpy()
+
+    benchmark = throughput.device_loaders(as_arrays(splits.train_images, splits.train_labels),
+                                          as_arrays(splits.test_images, splits.test_labels),
+                                          dataset_info("fashion_mnist"), cfg, torch.device("cpu"))
+    run = build_loaders("fashion_mnist", fashion_root, batch_size=333, test_batch_size=100, seed=3)
+    for name in ("train", "test", "train_eval"):
+        ours, theirs = getattr(benchmark, name), getattr(run, name)
+        ours.set_epoch(2)
+        theirs.set_epoch(2)
+        batches = list(zip(ours, theirs, strict=True))
+        assert len(batches) == len(theirs) > 0, name
+        for (x, y), (x_run, y_run) in batches:
+            assert torch.equal(x, x_run) and torch.equal(y, y_run), name
+
+
 def positive_finite(value) -> bool:
     return isinstance(value, float) and math.isfinite(value) and value > 0
 

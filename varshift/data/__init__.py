@@ -10,7 +10,7 @@
 from varshift.data.device_loader import DeviceLoader
 from varshift.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from varshift.data.info import DATASET_NAMES, DatasetInfo, dataset_config, dataset_info
-from varshift.data.loaders import Loaders, build_loaders
+from varshift.data.loaders import Loaders, build_loaders, loaders_over
 from varshift.data.sources import Splits, load_dataset
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "dataset_config",
     "dataset_info",
     "load_dataset",
+    "loaders_over",
 ]

@@ -59,8 +59,7 @@ def build_loaders(
     info = dataset_info(name) if info is None else info
     if info.name != name:
         raise ValueError(f"info is for dataset {info.name!r}, not {name!r}")
-    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
-        raise ValueError(f"val_split={val_split!r} is not allowed: give a fraction in [0, 1)")
+    check_val_split(val_split)  # before the load, which takes a while
     splits = load_dataset(name, root, download=download, verify=verify, num_classes=info.num_classes)
     expected = [info.channels, info.size, info.size]
     if list(splits.train_images.shape[1:]) != expected:
@@ -73,6 +72,32 @@ def build_loaders(
     test_images, test_labels = _balanced_subset(
         splits.test_images, splits.test_labels, test_subset, seed, Stream.TEST_SUBSET, "test_subset"
     )
+    return loaders_over(info, (train_images, train_labels), (test_images, test_labels), batch_size=batch_size,
+                        test_batch_size=test_batch_size, device=device, seed=seed, val_split=val_split,
+                        augment=augment)
+
+
+def check_val_split(val_split: float) -> None:
+    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)) or not 0 <= val_split < 1:
+        raise ValueError(f"val_split={val_split!r} is not allowed: give a fraction in [0, 1)")
+
+
+def loaders_over(
+    info: DatasetInfo,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    batch_size: int,
+    test_batch_size: int,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    val_split: float = 0.0,
+    augment: bool = True,
+) -> Loaders:
+    """The loaders of ``build_loaders`` over images already in memory: ``train`` and ``test`` are (uint8
+    images ``[N, C, H, W]``, int64 labels ``[N]``) of dataset ``info``."""
+    check_val_split(val_split)
+    (train_images, train_labels), (test_images, test_labels) = train, test
     device = torch.device(device)
     common = dict(mean=info.mean, std=info.std, device=device, seed=seed)
     evaluation = dict(batch_size=test_batch_size, **common)

@@ -43,6 +43,7 @@ from varshift.io import CorruptFile, atomic_write_text, read_verified, write_ver
 from varshift.models import build_model
 from varshift.probes import measure_variance_shift
 from varshift.progress import console_fallback, epoch_line, summary_table
+from varshift.run_stops import ParentExited, TrainingDiverged
 from varshift.rundir import locked, remove_stale_temporary_files
 from varshift.tracking import RunRecorder, flatten, read_summary
 from varshift.vocabulary import NEUTRAL_KEYS, is_neutral
@@ -53,14 +54,6 @@ LOSS_NAMES = {"train_loss": "the training loss", "test_loss": "the test loss", "
 SHOWN_PROBLEMS = 5
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(FloatingPointError):
-    """A loss, a parameter, a BN statistic or a variance probe became NaN or infinite."""
-
-
-class ParentExited(RuntimeError):
-    """The process that started the run has exited (the run was started with ``stop_with_parent``)."""
 
 
 def resolve_device(name: str) -> torch.device:

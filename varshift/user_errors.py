@@ -21,8 +21,8 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from varshift.data import DatasetCorruptedError, DatasetNotFoundError
+from varshift.run_stops import ParentExited, TrainingDiverged
 from varshift.rundir import RunDirInUse
-from varshift.train import ParentExited, TrainingDiverged
 
 USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
 RUN_STOPS = (TrainingDiverged, ParentExited)

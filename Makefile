@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check varshift analysis tests benchmarks experiments
+	$(VENV)/bin/ruff check varshift conf analysis tests benchmarks experiments
 
 # Loader throughput, then training throughput of the paper's four networks: full size where CUDA is available,
 # scaled down (--tiny, seconds) on a CPU. `make bench BENCH_ARGS=...` passes other options to throughput.py.

@@ -2,11 +2,11 @@
 
 For each of the paper's networks, on CIFAR-shaped random uint8 images, in one process:
 
-(A) varshift: a :class:`varshift.train.Trainer` built from the composed config (``varshift/conf/``, as
+(A) varshift: a :class:`varshift.training.Trainer` built from the composed config (``conf/``, as
     ``varshift-train`` composes it, at ``scale=paper``) with injected loaders: the images live on the
     device and are cropped (padding 4), flipped and normalised there; bf16 autocast and channels_last
     follow the config (``auto``: on for CUDA), SGD is fused on CUDA, ``torch.compile`` with ``--compile``.
-    The timed quantity is ``trainer.train_one_epoch()`` after one untimed warm-up epoch.
+    The timed quantity is ``trainer.train_epoch()`` after one untimed warm-up epoch.
 (B) the usual script (bearpaw's ``cifar.py``): a dataset serving the same images as PIL images through
     ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``; a shuffled
     ``DataLoader`` with ``--workers`` processes (pinned memory on CUDA); the same network in fp32 (with
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from loader_throughput import PilImages  # benchmarks/ is on sys.path when this script runs
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -58,9 +58,11 @@ from varshift.config import register_schema, to_plain, validate
 from varshift.data import DatasetInfo, Loaders, loaders_over
 from varshift.io import atomic_write_json
 from varshift.models import build_model
-from varshift.paths import CONF_DIR
+from varshift.paths import CONF_PACKAGE
 from varshift.probes import measure_variance_shift
-from varshift.train import Trainer, resolve_device
+from varshift.training import Trainer
+from varshift.training.loop import autocast
+from varshift.training.setup import memory_format, resolve_device
 
 # The paper's networks and, for --tiny, one block per stage and narrow layers of the same families.
 TINY_KWARGS = {
@@ -168,7 +170,8 @@ def device_loaders(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray,
                    info: DatasetInfo, cfg: dict, device: torch.device) -> Loaders:
     """The loaders ``build_loaders`` gives a run, over in-memory images instead of a dataset on disk."""
     return loaders_over(info, as_tensors(*train), as_tensors(*test), batch_size=cfg["trainer"]["batch_size"],
-                        test_batch_size=cfg["trainer"]["test_batch_size"], device=device, seed=cfg["seed"])
+                        test_batch_size=cfg["trainer"]["test_batch_size"], device=device, seed=cfg["seed"],
+                        memory_format=memory_format(cfg["trainer"], device))
 
 
 def synchronize(device: torch.device) -> None:
@@ -202,11 +205,11 @@ def timed(run: Callable[[], object], device: torch.device) -> float:
 
 
 def varshift_epochs(trainer: Trainer, epochs: int) -> tuple[float, float | None]:
-    """(A) Seconds per epoch of ``trainer.train_one_epoch()`` after a warm-up epoch, and peak MiB."""
+    """(A) Seconds per epoch of ``trainer.train_epoch()`` after a warm-up epoch, and peak MiB."""
     device = trainer.device
 
     def next_epoch() -> None:
-        trainer.train_one_epoch()
+        trainer.train_epoch()
         trainer.epoch += 1  # a new order and augmentation each epoch, as in a run
 
     next_epoch()
@@ -263,7 +266,7 @@ def probe_seconds(trainer: Trainer) -> tuple[float, float]:
 
     def as_in_training(measure: Callable, batches: int | None):
         """The pass as the trainer runs it: its precision, its memory format, the augmented training data."""
-        with trainer.autocast():
+        with autocast(trainer.model, trainer.bf16):
             return measure(trainer.model, trainer.training_pass(), max_batches=batches)
 
     measure = pass_seconds(lambda n: as_in_training(measure_variance_shift, n), probe["batches"], trainer.device)
@@ -370,7 +373,7 @@ def main(argv=None) -> dict:
     device = resolve_device(args.device)
     register_schema()
     with tempfile.TemporaryDirectory() as tmp, \
-            initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         results = [benchmark_model(compose_config(args, name), args, device, Path(tmp) / name)
                    for name in args.models]
         accuracy = bf16_accuracy(args, device, Path(tmp) / "bf16_accuracy") if args.bf16_accuracy else None

@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
-from recipe import main, sweep_dir
+from recipe import main
 from variance_matched import matched_sweep
 
-from analysis import collect
-from analysis.tables import artifact_table, melt_metrics
 from varshift import theory
+from varshift.analysis import collect
+from varshift.analysis.tables import artifact_table, melt_metrics
 from varshift.io import atomic_write_text
-from varshift.paths import CONF_DIR, REPO_DIR
+from varshift.paths import REPO_DIR, conf_file, results_dir, sweep_dir
 from varshift.vocabulary import SCALES
 
 EXPERIMENT = "demo"
 BASELINE = ["dropout=none", "dropout.rate=0", "dropout.position=none"]
-UOUT_BETA = OmegaConf.load(CONF_DIR / "experiment" / f"{EXPERIMENT}.yaml").dropout.rate
+UOUT_BETA = OmegaConf.create(conf_file("experiment", EXPERIMENT).read_text()).dropout.rate
 MATCHED = [*matched_sweep(UOUT_BETA), "dropout.position=before_bn"]
 UPDATE_README = "--update-readme"
 README = REPO_DIR / "README.md"
@@ -115,7 +115,7 @@ def demo(argv: list[str]) -> int:
     start = time.perf_counter()
     main(EXPERIMENT, ["fig4", "table3"], extra_sweeps=[BASELINE, MATCHED], argv=recipe_argv)
     runs = collect([folder])
-    out = Path("results") / EXPERIMENT / scale
+    out = results_dir(EXPERIMENT, scale)
     table = write_demo_table(runs, out).read_text()
     command = shlex.join([interpreter(), "experiments/demo.py", *recipe_argv])
     block = f"{how_it_was_made(runs, command, time.perf_counter() - start)}\n\n{table}"

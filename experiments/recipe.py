@@ -1,7 +1,7 @@
 """Run one paper artifact end to end: the multirun of its experiment preset, then its analysis.
 
 The recipe launches exactly ``varshift-train -m experiment=<name> scale=<scale>`` (plus the seeds and
-overrides given): the preset takes its network and dataset axes from the scale (``varshift/conf/scale/<scale>.yaml``),
+overrides given): the preset takes its network and dataset axes from the scale (``conf/scale/<scale>.yaml``),
 the paper's networks on CIFAR at ``paper``, small stand-ins on Fashion-MNIST at ``smoke`` and ``demo``.
 Finished runs are skipped, so an interrupted recipe is simply started again.
 
@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from varshift.paths import results_dir, sweep_dir
 from varshift.sweep import check_sweep
 from varshift.user_errors import reported_user_errors, request_tracebacks
 from varshift.vocabulary import SCALES
@@ -42,12 +43,8 @@ def train_command(sweep: Sequence[str], launcher: str | None) -> list[str]:
     return command + ([f"hydra/launcher={launcher}"] if launcher else [])
 
 
-def sweep_dir(experiment: str, scale: str) -> Path:
-    return Path("multirun") / experiment / scale
-
-
 def analysis_command(artifact: str, experiment: str, scale: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "analysis", artifact, str(sweep_dir(experiment, scale)), "--out", str(out)]
+    return [sys.executable, "-m", "varshift.analysis", artifact, str(sweep_dir(experiment, scale)), "--out", str(out)]
 
 
 def run(command: list[str]) -> None:
@@ -67,7 +64,7 @@ def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Seque
     """
     parser = argparse.ArgumentParser(
         prog=f"experiments/{experiment}.py",
-        description=f"Run the '{experiment}' experiment (varshift/conf/experiment/{experiment}.yaml) as a Hydra "
+        description=f"Run the '{experiment}' experiment (conf/experiment/{experiment}.yaml) as a Hydra "
                     f"multirun, then write {', '.join(artifacts)} under results/{experiment}/<scale>/.")
     parser.add_argument("--scale", choices=SCALES, default="demo", help=f"{' | '.join(SCALES)} (default: demo)")
     parser.add_argument("--seeds", type=seed_list,
@@ -86,7 +83,7 @@ def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Seque
                 print(f"checked the {check_sweep(sweep)} jobs of {shlex.join(sweep)}", flush=True)
         for sweep in sweeps:
             run(train_command(sweep, args.launcher))
-    out = Path("results") / experiment / args.scale
+    out = results_dir(experiment, args.scale)
     for artifact in artifacts:
         run(analysis_command(artifact, experiment, args.scale, out))
     print(f"results in {out}")

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from recipe import main
 
 from varshift import theory
-from varshift.paths import CONF_DIR
+from varshift.paths import conf_file
 
-PRESET = CONF_DIR / "experiment" / "variance_matched.yaml"
+PRESET = conf_file("experiment", "variance_matched")
 
 
 def drop_ratio_at(s2: float) -> float:
@@ -28,5 +28,5 @@ def matched_sweep(beta: float) -> list[str]:
 
 
 if __name__ == "__main__":
-    uout_beta = OmegaConf.load(PRESET).dropout.rate
+    uout_beta = OmegaConf.create(PRESET.read_text()).dropout.rate
     raise SystemExit(main("variance_matched", ["fig4", "theory-vs-measured"], extra_sweeps=[matched_sweep(uout_beta)]))

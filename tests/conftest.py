@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 
 from varshift.config import register_schema, to_plain, validate
-from varshift.paths import CONF_DIR
+from varshift.paths import CONF_PACKAGE
 
 # One torch thread: on a 2-core CI machine two spinning OpenMP threads make small ops many times slower
 # whenever anything else runs.
@@ -51,12 +51,12 @@ def fashion_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_config(fashion_root):
-    """Compose ``varshift/conf/`` like ``varshift-train`` does, at smoke scale on the small dataset."""
+    """Compose ``conf/`` like ``varshift-train`` does, at smoke scale on the small dataset."""
     register_schema()
 
     def make(*overrides: str) -> dict:
         base = ["scale=smoke", f"dataset.root={fashion_root}", "dataset.download=false", "trainer.device=cpu"]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
             cfg = compose("config", overrides=[*base, *overrides])
         return validate(to_plain(cfg))
 

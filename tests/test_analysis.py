@@ -1,4 +1,4 @@
-"""analysis/: fabricated run directories -> DataFrame -> tables and figures holding the right numbers."""
+"""varshift.analysis: fabricated run directories -> DataFrame -> tables and figures holding the right numbers."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import figures, tables
-from analysis import report as analysis_report
-from analysis.__main__ import main
-from analysis.collect import collect, collect_records, collect_wandb, find_run_dirs
-from analysis.labels import experiment_title
-from analysis.paper import PAPER_NUMBERS, paper_reference
-from analysis.plotting import run_labels
-from analysis.theory_figure import theory_vs_measured
+from varshift.analysis import figures, tables
+from varshift.analysis import report as analysis_report
+from varshift.analysis.cli import main
+from varshift.analysis.collect import collect, collect_records, collect_wandb, find_run_dirs
+from varshift.analysis.labels import experiment_title
+from varshift.analysis.paper import PAPER_NUMBERS, paper_reference
+from varshift.analysis.plotting import run_labels
+from varshift.analysis.theory_figure import theory_vs_measured
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 CELL = re.compile(r"^(?P<mean>-?\d+\.\d+)(?: ± (?P<std>\d+\.\d+))?(?: \((?P<notes>[^)]*)\))?$")
@@ -435,8 +435,9 @@ def test_theory_vs_measured_needs_the_input_columns_of_the_probe(tmp_path):
 # -- what a run's setting is; damaged runs --
 
 def test_analysis_imports_no_torch():
-    code = ("import sys, analysis, analysis.figures, analysis.tables, analysis.theory_figure, analysis.report, "
-            "analysis.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    code = ("import sys, varshift.analysis, varshift.analysis.figures, varshift.analysis.tables, "
+            "varshift.analysis.theory_figure, varshift.analysis.report, varshift.analysis.cli, "
+            "varshift.analysis.callbacks; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_DIR, check=True)
     assert result.stdout.strip() == "[]"
 

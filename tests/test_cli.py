@@ -35,9 +35,9 @@ def test_a_composition_error_is_one_line(tmp_path):
                           "Could not find 'experiment/fig9'", "fig4, fig5")
 
 
-def test_a_diverged_run_is_one_line_with_exit_status_1(tmp_path):
+def test_a_diverged_run_is_one_line_with_exit_status_1(fashion_root, tmp_path):
     result = run_cli("scale=smoke", "optim.lr=1e30", "trainer.progress=false", "trainer.threads=1",
-                     f"hydra.run.dir={tmp_path}")
+                     f"dataset.root={fashion_root}", "dataset.download=false", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("varshift-train: error: training diverged in epoch 1: the training loss became "
                                     "nan") and result.stderr.count("\n") == 1, result.stderr
@@ -61,12 +61,12 @@ def test_the_slurm_launcher_without_slurm_is_one_line(tmp_path):
 
 
 def test_presets_lists_each_preset_with_its_description_and_command():
-    from varshift.paths import CONF_DIR
+    from varshift.paths import conf_options
 
     result = run_cli("--presets")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+    assert [line.split()[0] for line in lines] == conf_options("experiment")
     fig4 = next(line for line in lines if line.startswith("fig4 "))
     assert "Figure 4: per-layer variance shift and test error" in fig4
     assert fig4.endswith("[python experiments/fig4.py --scale demo]")

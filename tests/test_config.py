@@ -4,17 +4,16 @@ before training, naming the key, the value and what is allowed."""
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
 
-from varshift import train
-from varshift.config import milestone_epochs, register_schema, schema_keys, to_plain, validate
-from varshift.paths import CONF_DIR
+from varshift.config import register_schema, schema_keys, to_plain, validate
+from varshift.paths import CONF_PACKAGE, conf_options
+from varshift.training.optim import lr_factor, milestone_epochs
 from varshift.vocabulary import GROUP_SELECTORS, is_neutral
 
 
 def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    return conf_options(group)
 
 
 @pytest.mark.parametrize("scale", options("scale"))
@@ -22,7 +21,7 @@ def options(group: str) -> list[str]:
 def test_every_recipe_and_scale_composes_to_a_valid_config(recipe, scale):
     """(The presets' sweeps at every scale: tests/test_experiments.py.)"""
     register_schema()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = validate(to_plain(compose("config", overrides=[f"model={recipe}", f"scale={scale}"])))
     assert (cfg["model"]["name"], cfg["scale"]["name"]) == (recipe, scale)
 
@@ -50,7 +49,7 @@ def test_the_demo_scale_decays_the_learning_rate_once_before_its_last_epoch(make
     cfg = make_config("scale=demo")
     epochs = cfg["trainer"]["epochs"]
     assert milestone_epochs(cfg["optim"], epochs) == [epochs - 1]
-    factor = train.lr_factor(cfg["optim"], epochs)
+    factor = lr_factor(cfg["optim"], epochs)
     assert [factor(epoch) for epoch in range(epochs)] == pytest.approx([1] * (epochs - 1) + [cfg["optim"]["gamma"]])
 
 
@@ -134,7 +133,10 @@ def test_a_test_batch_of_one_image_is_allowed(make_config):
 
 
 def test_sweep_folder_names_leave_out_exactly_the_group_selectors_and_the_neutral_keys():
-    exclude_keys = OmegaConf.load(CONF_DIR / "config.yaml").hydra.job.config.override_dirname.exclude_keys
+    register_schema()
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
+        hydra = compose("config", overrides=["trainer.progress=false", "seed=3"], return_hydra_config=True).hydra
+    exclude_keys = list(hydra.job.config.override_dirname.exclude_keys)
     expected = [*GROUP_SELECTORS, *(key for key in schema_keys() if is_neutral(key))]
     assert "logger.wandb.project" in expected and "trainer.device" not in expected
     assert sorted(exclude_keys) == sorted(expected) and len(set(exclude_keys)) == len(exclude_keys)

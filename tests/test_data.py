@@ -17,7 +17,7 @@ import torchvision.datasets.cifar
 import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
-from varshift import train
+from varshift import training
 from varshift.data import (
     DATASET_NAMES,
     DatasetCorruptedError,
@@ -142,7 +142,7 @@ def test_unknown_dataset_and_inconsistent_metadata_are_rejected():
     assert DatasetInfo(**good).std == (0.3,)
     with pytest.raises(ValueError, match="one value per channel"):
         DatasetInfo(**{**good, "mean": (0.1, 0.2)})
-    with pytest.raises(ValueError, match="crop_padding must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="crop_padding=-1 is not allowed: a whole number >= 0"):
         DatasetInfo(**{**good, "crop_padding": -1})
 
 
@@ -510,13 +510,13 @@ def test_device_loader_rejects_bad_arguments():
         DeviceLoader(images.float(), labels, **common)
     with pytest.raises(ValueError, match=r"int64 \[4\]"):
         DeviceLoader(images, labels[:3], **common)
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size=0 is not allowed: a whole number >= 1"):
         DeviceLoader(images, labels, **{**common, "batch_size": 0})
     with pytest.raises(ValueError, match="one value per channel"):
         DeviceLoader(images, labels, **{**common, "mean": [0.5, 0.5]})
-    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="seed=-1 is not allowed: a whole number >= 0"):
         DeviceLoader(images, labels, **common, seed=-1)
-    with pytest.raises(ValueError, match="epoch must be an integer >= 0, got 1.5"):
+    with pytest.raises(ValueError, match="epoch=1.5 is not allowed: a whole number >= 0"):
         DeviceLoader(images, labels, **common).set_epoch(1.5)
 
 
@@ -601,7 +601,7 @@ def test_passes_with_bn_in_training_mode_drop_a_last_single_image_evaluation_kee
     ids=["last-training-batch-of-one", "test-batch-of-one"],
 )
 def test_a_run_with_batches_of_one_image_trains_probes_and_recalibrates(overrides, make_config, tmp_path):
-    summary = train.run(make_config(*overrides, "trainer.epochs=1"), tmp_path)
+    summary = training.run(make_config(*overrides, "trainer.epochs=1"), tmp_path)
     assert summary["status"] == "complete" and summary["epochs"] == 1
     assert math.isfinite(summary["mean_shift"]) and math.isfinite(summary["test_acc_recalibrated"])
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from varshift.paths import CONF_DIR, REPO_DIR
+from varshift.paths import REPO_DIR, conf_file, conf_options
 
-PRESETS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
-SCALES = sorted(path.stem for path in (CONF_DIR / "scale").glob("*.yaml"))
+PRESETS = conf_options("experiment")
+SCALES = conf_options("scale")
 
 
 def run(*command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -85,7 +85,7 @@ def test_the_error_table_holds_each_runs_error(fig4_smoke):
 
 
 def test_table3_from_the_same_runs_has_errors_before_and_after_recalibration(fig4_smoke):
-    run("-m", "analysis", "table3", "multirun/fig4/smoke", "--out", "results/table3", cwd=fig4_smoke)
+    run("-m", "varshift.analysis", "table3", "multirun/fig4/smoke", "--out", "results/table3", cwd=fig4_smoke)
     stats = pd.read_csv(fig4_smoke / "results" / "table3" / "table3.csv")
     for (position, rate), run_dir in runs_by_setting(fig4_smoke).items():
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -100,13 +100,13 @@ def test_table3_from_the_same_runs_has_errors_before_and_after_recalibration(fig
     ("local", "JoblibLauncher", {"n_jobs": 2}),
 ])
 def test_launchers_compose_with_one_folder_per_setting(launcher, target, settings):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
     from varshift.config import register_schema
-    from varshift.paths import CONF_DIR
+    from varshift.paths import CONF_PACKAGE
 
     register_schema()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment=table3", "scale=smoke"],
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
@@ -134,7 +134,7 @@ def test_the_sweep_check_names_the_job_with_a_bad_setting():
 
 def largest_swept_rate(preset: str) -> list[str]:
     """The preset's largest swept drop rate, the one a range check would refuse (fewer jobs to compose)."""
-    rates = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params.get("dropout.rate")
+    rates = OmegaConf.create(conf_file("experiment", preset).read_text()).hydra.sweeper.params.get("dropout.rate")
     return [f"dropout.rate={max(str(rates).split(','), key=float)}"] if rates else []
 
 
@@ -144,7 +144,7 @@ def test_every_preset_sweeps_the_networks_and_datasets_of_its_scale(preset, scal
     from varshift.sweep import validated_jobs
 
     jobs = validated_jobs([f"experiment={preset}", f"scale={scale}", "seed=0", *largest_swept_rate(preset)])
-    named = OmegaConf.load(CONF_DIR / "scale" / f"{scale}.yaml").scale
+    named = OmegaConf.create(conf_file("scale", scale).read_text()).scale
     assert jobs and {job["scale"]["name"] for job in jobs} == {scale}
     assert {job["dataset"]["name"] for job in jobs} <= set(named.datasets)
     for job in jobs:
@@ -164,13 +164,14 @@ for overrides in sys.argv[1:]:
 
 def test_every_preset_runs_at_smoke(fashion_root, tmp_path):
     """The first job of each preset's smoke sweep, through varshift-train -m, all in one process."""
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
 
     from varshift.config import register_schema
+    from varshift.paths import CONF_PACKAGE
     from varshift.sweep import sweep_jobs
 
     register_schema()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         first_jobs = [sweep_jobs([f"experiment={preset}", "scale=smoke"])[0] for preset in PRESETS]
     small = [f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1"]
     run("-c", RUN_EACH_SWEEP, *(" ".join([*job, *small]) for job in first_jobs), cwd=tmp_path)

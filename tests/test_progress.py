@@ -10,8 +10,8 @@ import sys
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from analysis.callbacks import RunReport
-from varshift import train
+from varshift import training
+from varshift.analysis.callbacks import RunReport
 from varshift.progress import console_fallback
 
 BAR_NAMES = ("epoch 1/2", "test", "training data, eval mode", "variance probe (final)", "BN recalibration")
@@ -19,8 +19,8 @@ BAR_NAMES = ("epoch 1/2", "test", "training data, eval mode", "variance probe (f
 
 def run_logged(make_config, tmp_path, caplog, *overrides):
     caplog.set_level(logging.INFO, logger="varshift")
-    summary = train.run(make_config("trainer.epochs=2", *overrides), tmp_path)
-    return summary, [record.getMessage() for record in caplog.records if record.name == "varshift.train"]
+    summary = training.run(make_config("trainer.epochs=2", *overrides), tmp_path)
+    return summary, [record.getMessage() for record in caplog.records if record.name == "varshift.training.trainer"]
 
 
 def test_a_run_logs_one_line_per_epoch_and_a_summary_table(make_config, tmp_path, caplog, capsys):
@@ -71,7 +71,7 @@ def test_a_report_that_cannot_be_written_is_a_warning(tmp_path, caplog):
     callback.on_job_end(config, JobReturn(status=JobStatus.COMPLETED))
     assert not (tmp_path / "report.md").exists()
     assert [record.levelname for record in caplog.records] == ["WARNING"]
-    assert "python -m analysis report" in caplog.records[0].getMessage()
+    assert "varshift-analysis report" in caplog.records[0].getMessage()
 
 
 def test_the_command_line_writes_the_report_and_logs_to_cli_log(fashion_root, tmp_path):

@@ -18,11 +18,12 @@ import pytest
 import torch
 import yaml
 
-from varshift import train
+from varshift import training
 from varshift.io import CorruptFile, atomic_write, atomic_write_text
 from varshift.rundir import LOCK_FILE, RunDirInUse, locked
 from varshift.tracking import WANDB_TIMEOUT_S, RunRecorder
-from varshift.train import CHECKPOINT, CONFIG_FILE, ParentExited, Trainer, TrainingDiverged, load_checkpoint
+from varshift.training import CHECKPOINT, CONFIG_FILE, ParentExited, Trainer, TrainingDiverged, load_checkpoint
+from varshift.training import trainer as trainer_module
 
 RESULT_FILES = (CONFIG_FILE, CHECKPOINT, "metrics.jsonl", "variance.csv", "alignment.csv", "summary.json")
 # a hang guard for the subprocess tests, not a measurement
@@ -44,30 +45,30 @@ def read_strict_json(path: Path) -> list:
 
 
 def die_in_epoch(epoch: int, monkeypatch) -> None:
-    """Make ``Trainer.train_one_epoch`` raise KeyboardInterrupt (a kill) when it starts ``epoch``."""
-    original = Trainer.train_one_epoch
+    """Make ``Trainer.train_epoch`` raise KeyboardInterrupt (a kill) when it starts ``epoch``."""
+    original = Trainer.train_epoch
 
     def train_one_epoch(self):
         if self.epoch == epoch:
             raise KeyboardInterrupt("killed")
         return original(self)
 
-    monkeypatch.setattr(Trainer, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", train_one_epoch)
 
 
 # -- item 3: the run's config.yaml is the source of truth; a skip or a refusal changes no file --
 
 def test_config_yaml_is_written_once_and_a_skip_or_a_refusal_changes_no_file(make_config, tmp_path):
     cfg = make_config("trainer.epochs=1")
-    summary = train.run(cfg, tmp_path)
+    summary = training.run(cfg, tmp_path)
     assert yaml.safe_load((tmp_path / CONFIG_FILE).read_text()) == cfg
     before = snapshot(tmp_path)
 
-    assert train.run(make_config("trainer.epochs=1", "trainer.progress=true"), tmp_path) == summary
+    assert training.run(make_config("trainer.epochs=1", "trainer.progress=true"), tmp_path) == summary
     assert snapshot(tmp_path) == before
     with pytest.raises(ValueError, match=r"config.yaml was written with another config \(dropout.rate: 0.5 -> 0.3\)"
                                          r".*only logger, trainer.progress"):
-        train.run(make_config("trainer.epochs=1", "dropout.rate=0.3"), tmp_path)
+        training.run(make_config("trainer.epochs=1", "dropout.rate=0.3"), tmp_path)
     assert snapshot(tmp_path) == before
 
 
@@ -75,21 +76,21 @@ def test_a_resume_with_another_neutral_value_keeps_the_original_config_yaml(make
     cfg = make_config("trainer.epochs=2")
     die_in_epoch(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     written = (tmp_path / CONFIG_FILE).read_text()
     monkeypatch.undo()
-    train.run(make_config("trainer.epochs=2", "trainer.progress=true"), tmp_path)
+    training.run(make_config("trainer.epochs=2", "trainer.progress=true"), tmp_path)
     assert (tmp_path / CONFIG_FILE).read_text() == written
 
 
 def test_an_incomplete_run_with_a_changed_config_is_refused_without_writing(make_config, tmp_path, monkeypatch):
     die_in_epoch(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train.run(make_config("trainer.epochs=2"), tmp_path)
+        training.run(make_config("trainer.epochs=2"), tmp_path)
     monkeypatch.undo()
     before = snapshot(tmp_path)
     with pytest.raises(ValueError, match=r"optim.lr: 0.05 -> 0.1"):
-        train.run(make_config("trainer.epochs=2", "optim.lr=0.1"), tmp_path)
+        training.run(make_config("trainer.epochs=2", "optim.lr=0.1"), tmp_path)
     assert snapshot(tmp_path) == before
 
 
@@ -104,7 +105,7 @@ def test_a_second_process_fails_at_once_naming_the_holder(make_config, tmp_path)
         assert holder.stdout.readline() == "held\n"
         in_use = rf"run directory {re.escape(str(tmp_path))} is in use by process {holder.pid} \(started \d{{4}}-"
         with pytest.raises(RunDirInUse, match=in_use):
-            train.run(make_config("trainer.epochs=1"), tmp_path)
+            training.run(make_config("trainer.epochs=1"), tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]
     finally:
         holder.kill()
@@ -135,8 +136,8 @@ def test_a_run_stops_when_the_process_that_started_it_is_killed(make_config, tmp
     cfg = make_config("trainer.epochs=500", "trainer.threads=1")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     run_dir, log = tmp_path / "run", tmp_path / "worker.log"
-    worker = ("import json, sys; from varshift import train; "
-              "train.run(json.load(open(sys.argv[1])), sys.argv[2], stop_with_parent=True)")
+    worker = ("import json, sys; from varshift import training; "
+              "training.run(json.load(open(sys.argv[1])), sys.argv[2], stop_with_parent=True)")
     # bash plays the multirun parent: it starts the worker, then is killed as the multirun would be
     parent = subprocess.Popen(["bash", "-c", '"$0" -c "$1" "$2" "$3" > "$4" 2>&1 & echo $!; wait',
                                sys.executable, worker, tmp_path / "cfg.json", run_dir, log],
@@ -169,9 +170,9 @@ def test_an_early_stopped_run_interrupted_before_its_summary_does_not_train_on(m
 
     monkeypatch.setattr(Trainer, "finish", killed_before_the_summary)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     monkeypatch.setattr(Trainer, "finish", finish)
-    summary = train.run(cfg, tmp_path)
+    summary = training.run(cfg, tmp_path)
     assert summary["epochs"] == 2 and summary["stopped_early"]
     assert [row["epoch"] for row in read_strict_json(tmp_path / "metrics.jsonl")] == [1, 2]
 
@@ -180,16 +181,16 @@ def test_an_early_stopped_run_interrupted_before_its_summary_does_not_train_on(m
 
 def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, tmp_path, monkeypatch):
     evaluate = Trainer.evaluate
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, loader: (
-        (math.nan, 10.0) if self.epoch == 2 and loader is self.loaders.test else evaluate(self, loader)))
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, loader, label: (
+        (math.nan, 10.0) if self.epoch == 2 and loader is self.loaders.test else evaluate(self, loader, label)))
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the test loss became nan.*checkpoint \(epoch 1\)"):
-        train.run(make_config("trainer.epochs=3"), tmp_path)
+        training.run(make_config("trainer.epochs=3"), tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
     assert not (tmp_path / "summary.json").exists()
 
 
 def test_a_non_finite_bn_buffer_is_never_checkpointed(make_config, tmp_path, monkeypatch):
-    original = Trainer.train_one_epoch
+    original = Trainer.train_epoch
 
     def poison_running_var_in_epoch_two(self):
         row = original(self)
@@ -197,23 +198,23 @@ def test_a_non_finite_bn_buffer_is_never_checkpointed(make_config, tmp_path, mon
             self.model.get_submodule("hidden.bn").running_var[3] = math.inf
         return row
 
-    monkeypatch.setattr(Trainer, "train_one_epoch", poison_running_var_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_epoch", poison_running_var_in_epoch_two)
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: hidden.bn.running_var holds NaN or inf"):
-        train.run(make_config("trainer.epochs=3"), tmp_path)
+        training.run(make_config("trainer.epochs=3"), tmp_path)
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert state["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
 def test_a_non_finite_variance_probe_is_refused(make_config, tmp_path, monkeypatch):
-    measure = train.measure_variance_shift
+    measure = trainer_module.measure_variance_shift
 
     def infinite_shift(*args, **kwargs):
         return measure(*args, **kwargs).assign(shift=math.inf)
 
-    monkeypatch.setattr(train, "measure_variance_shift", infinite_shift)
+    monkeypatch.setattr(trainer_module, "measure_variance_shift", infinite_shift)
     with pytest.raises(TrainingDiverged, match=r"epoch 1: the variance probe \(probe\) of BN layer features.0.bn"):
-        train.run(make_config("trainer.epochs=2", "probe.every=1"), tmp_path)
+        training.run(make_config("trainer.epochs=2", "probe.every=1"), tmp_path)
     assert not (tmp_path / CHECKPOINT).exists() and not (tmp_path / "summary.json").exists()
 
 
@@ -235,15 +236,15 @@ def test_device_and_threads_are_recorded_a_change_of_them_refused_and_a_new_node
     cfg = make_config("trainer.epochs=2")
     die_in_epoch(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / CHECKPOINT)["hardware"] == {"device": "cpu", "threads": torch.get_num_threads()}
     with pytest.raises(ValueError, match=r"trainer.threads: None -> 2"):
-        train.run(make_config("trainer.epochs=2", "trainer.threads=2"), tmp_path)
+        training.run(make_config("trainer.epochs=2", "trainer.threads=2"), tmp_path)
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 6)  # requeued on a node with more cores
-    summary = train.run(cfg, tmp_path)
+    summary = training.run(cfg, tmp_path)
     assert (f"ran until epoch 1 on cpu with {threads} torch threads and resumes on cpu with {threads + 6} torch "
             "threads") in capsys.readouterr().err
     assert (summary["device"], summary["threads"]) == ("cpu", threads + 6)
@@ -260,27 +261,27 @@ def test_a_damaged_checkpoint_is_named_and_never_trained_from(make_config, tmp_p
     cfg = make_config("trainer.epochs=2")
     die_in_epoch(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     monkeypatch.undo()
     checkpoint = tmp_path / CHECKPOINT
     checkpoint.write_bytes(damage(checkpoint.read_bytes()))
     before = snapshot(tmp_path)
     with pytest.raises(CorruptFile, match=rf"checkpoint {re.escape(str(checkpoint))} {named}.*delete it to start"):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     assert snapshot(tmp_path) == before
 
 
 def test_stale_temporary_files_are_removed_when_a_run_starts(make_config, tmp_path):
     stale = tmp_path / f".{CHECKPOINT}.0123456789ab.tmp"
     stale.write_bytes(b"half a checkpoint")
-    train.run(make_config("trainer.epochs=1"), tmp_path)
+    training.run(make_config("trainer.epochs=1"), tmp_path)
     assert not stale.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_result_files_are_readable_by_the_group(make_config, tmp_path):
     previous = os.umask(0o027)
     try:
-        train.run(make_config("trainer.epochs=1"), tmp_path)
+        training.run(make_config("trainer.epochs=1"), tmp_path)
     finally:
         os.umask(previous)
     assert {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in RESULT_FILES} == dict.fromkeys(
@@ -331,7 +332,7 @@ def test_wandb_that_cannot_reach_its_server_leaves_the_run_to_its_local_files(ma
         raise wandb.errors.CommError("Run initialization has timed out after 60.0 sec.")
 
     calls = fake_wandb_init(time_out)
-    summary = train.run(make_config("trainer.epochs=1", "logger=wandb"), tmp_path)
+    summary = training.run(make_config("trainer.epochs=1", "logger=wandb"), tmp_path)
     assert summary["status"] == "complete"
     assert calls[0]["settings"].init_timeout == WANDB_TIMEOUT_S
     assert ("wandb could not start (CommError: Run initialization has timed out after 60.0 sec.); this run records "

@@ -10,8 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from varshift import train
-from varshift.train import CHECKPOINT, CONFIG_FILE, Trainer, TrainingDiverged, load_checkpoint
+from varshift import training
+from varshift.training import CHECKPOINT, CONFIG_FILE, Trainer, TrainingDiverged, load_checkpoint
+from varshift.training.optim import lr_factor
 
 RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "variance.csv", "alignment.csv", "summary.json", CHECKPOINT)
 TIMING_KEYS = ("seconds", "images_per_s")
@@ -24,7 +25,7 @@ def read_metrics(run_dir):
 
 def test_a_run_writes_every_file_with_consistent_content(make_config, tmp_path):
     cfg = make_config("trainer.epochs=2", "probe.every=1", "dropout.rate=0.5", "dropout.position=before_bn")
-    summary = train.run(cfg, tmp_path)
+    summary = training.run(cfg, tmp_path)
     for name in RUN_FILES:
         assert (tmp_path / name).stat().st_size > 0, name
     metrics = read_metrics(tmp_path)
@@ -44,29 +45,29 @@ def test_a_run_writes_every_file_with_consistent_content(make_config, tmp_path):
 
 def test_the_demo_network_learns_the_small_dataset(make_config, tmp_path):
     cfg = make_config("trainer.epochs=3", "dropout=none", "dataset.subset=null")
-    summary = train.run(cfg, tmp_path)
+    summary = training.run(cfg, tmp_path)
     assert summary["test_acc"] > 60.0  # 10 classes: chance is 10%
 
 
 def test_a_killed_run_resumes_to_the_same_results(make_config, tmp_path, monkeypatch):
     cfg = make_config("trainer.epochs=2", "probe.every=1")
     uninterrupted = tmp_path / "uninterrupted"
-    expected = train.run(cfg, uninterrupted)
+    expected = training.run(cfg, uninterrupted)
 
     killed = tmp_path / "killed"
-    original = Trainer.train_one_epoch
+    original = Trainer.train_epoch
 
     def die_in_epoch_two(self):
         if self.epoch == 2:
             raise KeyboardInterrupt("killed")
         return original(self)
 
-    monkeypatch.setattr(Trainer, "train_one_epoch", die_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_epoch", die_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        train.run(cfg, killed)
+        training.run(cfg, killed)
     assert len(read_metrics(killed)) == 1 and not (killed / "summary.json").exists()
-    monkeypatch.setattr(Trainer, "train_one_epoch", original)
-    resumed = train.run(cfg, killed)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    resumed = training.run(cfg, killed)
 
     assert read_metrics(killed) == read_metrics(uninterrupted)
     pd.testing.assert_frame_equal(pd.read_csv(killed / "variance.csv"), pd.read_csv(uninterrupted / "variance.csv"))
@@ -76,49 +77,49 @@ def test_a_killed_run_resumes_to_the_same_results(make_config, tmp_path, monkeyp
 
 def test_a_complete_run_is_skipped_and_a_changed_config_is_refused(make_config, tmp_path, monkeypatch):
     cfg = make_config("trainer.epochs=1")
-    first = train.run(cfg, tmp_path)
+    first = training.run(cfg, tmp_path)
     monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("a complete run was trained again"))
-    assert train.run(cfg, tmp_path) == first
+    assert training.run(cfg, tmp_path) == first
     monkeypatch.undo()
     (tmp_path / "summary.json").unlink()
     other = make_config("trainer.epochs=1", "dropout.rate=0.3")
     with pytest.raises(ValueError, match=r"dropout.rate: 0.5 -> 0.3"):
-        train.run(other, tmp_path)
+        training.run(other, tmp_path)
 
 
 def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(make_config, tmp_path,
                                                                                   monkeypatch):
     cfg = make_config("trainer.epochs=3")
-    original = Trainer.train_one_epoch
+    original = Trainer.train_epoch
 
     def nan_in_epoch_two(self):
         row = original(self)
         return {**row, "train_loss": float("nan")} if self.epoch == 2 else row
 
-    monkeypatch.setattr(Trainer, "train_one_epoch", nan_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_epoch", nan_in_epoch_two)
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the training loss became nan.*last good checkpoint "
                                                r"\(epoch 1\)"):
-        train.run(cfg, tmp_path)
+        training.run(cfg, tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
     assert len(read_metrics(tmp_path)) == 1
 
 
 def test_l1_and_nesterov_and_cosine_run(make_config, tmp_path):
     cfg = make_config("trainer.epochs=2", "optim.l1=1e-5", "optim.nesterov=true", "optim.schedule=cosine")
-    train.run(cfg, tmp_path)
+    training.run(cfg, tmp_path)
     lrs = [row["lr"] for row in read_metrics(tmp_path)]
     assert lrs == pytest.approx([cfg["optim"]["lr"], cfg["optim"]["lr"] * 0.5])
 
 
 def test_multistep_schedule_follows_the_milestones():
-    factor = train.lr_factor({"schedule": "multistep", "milestones": [0.4939024390, 0.7439024390],
+    factor = lr_factor({"schedule": "multistep", "milestones": [0.4939024390, 0.7439024390],
                               "gamma": 0.1}, epochs=164)
     assert [factor(e) for e in (0, 80, 81, 121, 122, 163)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_validation_split_and_early_stopping(make_config, tmp_path):
     cfg = make_config("trainer.epochs=2", "dataset.val_split=0.2", "trainer.early_stopping.patience=5")
-    train.run(cfg, tmp_path)
+    training.run(cfg, tmp_path)
     assert all("val_acc" in row for row in read_metrics(tmp_path))
     trainer = Trainer.__new__(Trainer)
     trainer.cfg, trainer.best_val_acc, trainer.epochs_without_improvement = cfg, -1.0, 0
@@ -179,6 +180,6 @@ def test_wandb_offline_records_the_run(make_config, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = make_config("trainer.epochs=1", "logger=wandb", "logger.wandb.mode=offline")
-    train.run(cfg, tmp_path)
+    training.run(cfg, tmp_path)
     offline_runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and any(offline_runs[0].glob("*.wandb"))

@@ -1,4 +1,4 @@
-"""``varshift-train``: the Hydra app (configs in ``varshift/conf/``, shipped with the package).
+"""``varshift-train``: the Hydra app (its configuration is the package ``varshift.conf``, the checkout's ``conf/``).
 
 Examples::
 
@@ -11,6 +11,8 @@ Examples::
 A user's mistake (a bad config or override, missing data, a run directory in use, a launcher that cannot
 start) ends the command with one line, ``varshift-train: error: ...``, and exit status 2; ``--debug`` (or
 ``HYDRA_FULL_ERROR=1``) shows the traceback instead.
+
+Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from varshift import train
-from varshift.config import register_schema, to_plain, validate
-from varshift.paths import CONF_DIR
+from varshift.config import register_schema, to_plain
+from varshift.paths import CONF_SEARCH_PATH
 from varshift.presets import preset_lines
 from varshift.user_errors import reported_user_errors, request_tracebacks
 
@@ -34,15 +35,18 @@ PROG = "varshift-train"
 register_schema()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_SEARCH_PATH, config_name="config")
 def train_app(cfg: DictConfig) -> float | None:
+    from varshift.config import validate
+    from varshift.training import run
+
     # Reported here, not only in main: Hydra would print its own line about the failed job first. SystemExit
     # passes through Hydra, so a sweep stops at its first job with a user error.
     with reported_user_errors(PROG):
         settings = validate(to_plain(cfg))
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         in_joblib_worker = HydraConfig.get().launcher._target_.endswith("JoblibLauncher")
-        summary = train.run(settings, run_dir, stop_with_parent=in_joblib_worker)
+        summary = run(settings, run_dir, stop_with_parent=in_joblib_worker)
     print(f"{run_dir}: test accuracy {summary['test_acc']:.2f}%"
           + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
              if "test_acc_recalibrated" in summary else "")

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from varshift import theory
+from varshift.checks import refuse, require
+from varshift.vocabulary import POSITIONS
 
 
 class MultiplicativeNoise(nn.Module):
@@ -38,7 +40,7 @@ class MultiplicativeNoise(nn.Module):
 
     def noise_variance(self) -> float:
         """Var[m] of this layer's multiplicative noise."""
-        return theory.noise_variance(self.kind, self.rate)
+        return theory.noise_variance_of_checked(self.kind, self.rate)
 
     def sample(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -107,12 +109,27 @@ DROPOUT_CLASSES = {cls.kind: cls for cls in (BernoulliDropout, GaussianDropout, 
 
 
 def build_dropout(kind: str, rate: float, channelwise: bool = False) -> nn.Module:
-    """A dropout layer of ``kind`` (bernoulli, gaussian, uniform, none) at ``rate``.
+    """A dropout layer of ``kind`` (bernoulli, gaussian, uniform, none) at ``rate``, which the layer checks.
 
     ``none`` gives ``nn.Identity``; any other kind keeps its module at rate 0 (then an identity too),
     so a network's structure does not depend on the rate.
     """
-    rate = theory.check_rate(kind, rate)
-    if kind == "none":
+    if kind not in DROPOUT_CLASSES:
+        theory.check_rate(kind, rate)  # names an unknown kind; for kind none, a rate other than 0
         return nn.Identity()
     return DROPOUT_CLASSES[kind](rate, channelwise=channelwise)
+
+
+def check_dropout_config(drop: dict) -> None:
+    """A composed ``cfg.dropout``: its rate (the layer it builds checks it) and a position that fits its kind."""
+    try:
+        build_dropout(drop["kind"], drop["rate"], drop["channelwise"])
+    except ValueError as error:
+        refuse("dropout.rate", drop["rate"], str(error))
+    places = ", ".join(POSITIONS[1:])
+    if drop["kind"] == "none":
+        require(drop["position"] == "none", "dropout.position", drop["position"],
+                f"none with dropout.kind='none'; pick a kind (dropout=bernoulli, ...) to put dropout at {places}")
+    else:
+        require(drop["position"] != "none", "dropout.position", "none",
+                f"one of {places} with dropout.kind={drop['kind']!r}; use dropout=none for no dropout")

@@ -1,16 +1,13 @@
-"""The experiment presets (``varshift/conf/experiment/<name>.yaml``): what each reproduces, the command that
-runs it."""
+"""The experiment presets (``conf/experiment/<name>.yaml``): what each reproduces, the command that runs it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from varshift.paths import CONF_DIR, REPO_DIR
+from varshift.paths import REPO_DIR, conf_file, conf_options
 
 
-def preset_description(path: Path) -> str:
-    """The preset file's first comment line that is not a Hydra directive (``# @package _global_``)."""
-    for line in path.read_text().splitlines():
+def preset_description(text: str) -> str:
+    """The first comment line of a preset's YAML ``text`` that is not a Hydra directive (``# @package _global_``)."""
+    for line in text.splitlines():
         if line.startswith("#") and not line.startswith("# @"):
             return line.lstrip("# ").rstrip()
     return ""
@@ -25,6 +22,7 @@ def preset_command(name: str) -> str:
 
 def preset_lines() -> list[str]:
     """One line per preset, sorted by name: name, description, command."""
-    paths = sorted((CONF_DIR / "experiment").glob("*.yaml"))
-    width = max((len(path.stem) for path in paths), default=0)
-    return [f"{path.stem:<{width}}  {preset_description(path)}  [{preset_command(path.stem)}]" for path in paths]
+    names = conf_options("experiment")
+    width = max((len(name) for name in names), default=0)
+    return [f"{name:<{width}}  {preset_description(conf_file('experiment', name).read_text())}  "
+            f"[{preset_command(name)}]" for name in names]

@@ -18,13 +18,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from varshift.errors import RunDirInUse
 from varshift.io import TMP_SUFFIX
 
 LOCK_FILE = ".lock"
-
-
-class RunDirInUse(RuntimeError):
-    """Another process holds the run directory."""
 
 
 def holder_description(text: str) -> str:

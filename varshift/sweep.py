@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from varshift.config import register_schema, to_plain, validate
-from varshift.paths import CONF_DIR
+from varshift.paths import CONF_PACKAGE
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
@@ -35,7 +35,7 @@ def validated_jobs(overrides: Sequence[str]) -> list[dict]:
     """
     register_schema()
     configs = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         jobs = sweep_jobs(overrides)
         for job in jobs:
             try:

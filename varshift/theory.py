@@ -45,7 +45,11 @@ def check_rate(kind: str, rate: float) -> float:
 
 def noise_variance(kind: str, rate: float) -> float:
     """Var[m] of the multiplicative noise of a dropout of this kind and rate."""
-    rate = check_rate(kind, rate)
+    return noise_variance_of_checked(kind, check_rate(kind, rate))
+
+
+def noise_variance_of_checked(kind: str, rate: float) -> float:
+    """:func:`noise_variance` of a kind and rate already checked (a dropout layer checks them when built)."""
     if kind in ("bernoulli", "gaussian"):
         return rate / (1.0 - rate)
     if kind == "uniform":

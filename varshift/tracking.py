@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from varshift.io import atomic_write_json, atomic_write_text, strict_json
+from varshift.vocabulary import flatten
 
 VARIANCE_COLUMNS = ["stage", "epoch", "layer", "name", "moving_var", "real_var", "train_var", "shift", "input_mean",
                     "input_var", "fed_by_dropout"]
@@ -41,18 +42,6 @@ def wandb_mode(logger: dict) -> str:
 def wandb_timeouts() -> dict:
     """Our bound for each wandb timeout that its own environment variable (``WANDB_INIT_TIMEOUT``, ...) leaves unset."""
     return {name: WANDB_TIMEOUT_S for name in WANDB_TIMEOUTS if f"WANDB_{name.upper()}" not in os.environ}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 class RunRecorder:

@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from varshift.data import DatasetCorruptedError, DatasetNotFoundError
-from varshift.run_stops import ParentExited, TrainingDiverged
-from varshift.rundir import RunDirInUse
+from varshift.errors import DatasetCorruptedError, DatasetNotFoundError, ParentExited, RunDirInUse, TrainingDiverged
 
 USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
 RUN_STOPS = (TrainingDiverged, ParentExited)

@@ -1,8 +1,8 @@
 """The words of varshift's configuration: kinds, positions, scales, dataset and model names, neutral keys.
 
-One module, imported by the config schema, the models, the trainer's resume check, the analysis and
-(pinned by a test) ``varshift/conf/config.yaml``'s ``exclude_keys``, so that a name is spelt in one place. It
-imports nothing heavy (no torch), so ``analysis`` can use it.
+One module, imported by the config schema (which derives ``conf/config.yaml``'s ``exclude_keys`` from it), the
+models, the trainer's resume check and the analysis, so that a name is spelt in one place. It imports nothing
+heavy (no torch), so ``varshift.analysis`` and the command lines' start-up can use it.
 
 A run's *setting* is every key of its flattened config except ``seed`` and the neutral keys: runs
 that differ only in their seed are repetitions of one setting; runs that differ in any other key
@@ -28,6 +28,8 @@ NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download"
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")
+# Which epoch's test error the analysis reports (``varshift-analysis ... --epoch``).
+EPOCHS = {"final": "final epoch", "best": "best epoch (lowest test error during training)"}
 
 
 def is_neutral(key: str) -> bool:
@@ -39,3 +41,15 @@ def setting_keys(keys: Iterable[str]) -> list[str]:
     """The keys among ``keys`` that define a setting: all but the seed and the neutral keys, in order."""
     return [key for key in keys if key != SEED_KEY and not is_neutral(key)]
 
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values): a config's keys as the setting speaks of them."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -8,10 +8,10 @@
 """
 
 from varshift.data.device_loader import DeviceLoader
-from varshift.data.errors import DatasetCorruptedError, DatasetNotFoundError
-from varshift.data.info import DATASET_NAMES, DatasetInfo, dataset_config, dataset_info
+from varshift.data.info import DATASET_NAMES, DatasetInfo, check_dataset_config, dataset_config, dataset_info
 from varshift.data.loaders import Loaders, build_loaders, loaders_over
 from varshift.data.sources import Splits, load_dataset
+from varshift.errors import DatasetCorruptedError, DatasetNotFoundError
 
 __all__ = [
     "DATASET_NAMES",
@@ -22,6 +22,7 @@ __all__ = [
     "Loaders",
     "Splits",
     "build_loaders",
+    "check_dataset_config",
     "dataset_config",
     "dataset_info",
     "load_dataset",

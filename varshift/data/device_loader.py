@@ -6,8 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from varshift.checks import whole_number
 from varshift.data.augment import crop_and_flip, normalise, normaliser
-from varshift.data.checks import check_int
 from varshift.data.seeds import Stream, generator
 
 
@@ -24,6 +24,8 @@ class DeviceLoader:
     the epoch given to :meth:`set_epoch`, and are drawn on the CPU: the same seed and epoch give the same
     batches on every device, and a run resumed at epoch ``e`` sees what an uninterrupted run sees. Call
     :meth:`set_epoch` before each epoch; iterating twice without it repeats the epoch.
+
+    ``memory_format`` is the layout of ``x`` (``torch.channels_last`` for a network trained in that format).
 
     ``drop_last`` drops a last batch smaller than ``batch_size``; ``drop_single_last`` drops it only when it
     holds exactly one image (with ``batch_size`` > 1), for passes that run BN in training mode: BN cannot
@@ -46,6 +48,7 @@ class DeviceLoader:
         device: str | torch.device = "cpu",
         drop_last: bool = False,
         drop_single_last: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
@@ -61,20 +64,21 @@ class DeviceLoader:
             raise ValueError(
                 f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({channels}), std > 0"
             )
-        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.batch_size = whole_number("batch_size", batch_size, 1)
         self.drop_last = bool(drop_last)
         self.drop_single_last = bool(drop_single_last)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
-        self.crop_padding = check_int(crop_padding, "crop_padding", 0)
+        self.crop_padding = whole_number("crop_padding", crop_padding, 0)
         self.flip = bool(flip)
         self.shuffle = bool(shuffle)
-        self.seed = check_int(seed, "seed", 0)
+        self.seed = whole_number("seed", seed, 0)
         if len(self) == 0:
             dropped = "a last batch smaller than that" if self.drop_last else "a last batch of one image"
             raise ValueError(f"{len(images)} image(s) in batches of {batch_size} give no batch once {dropped} "
                              "is dropped; use more images or a smaller batch_size")
+        self.memory_format = memory_format
         self.epoch = 0
         self._scale, self._shift = normaliser(mean, std, self.device)
 
@@ -88,7 +92,7 @@ class DeviceLoader:
         return full + int(rest > 0 and not dropped)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = check_int(epoch, "epoch", 0)
+        self.epoch = whole_number("epoch", epoch, 0)
 
     def _draws(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """This epoch's order, crop offsets ``[2, N]`` and flips ``[N]`` (None where unused), on device."""
@@ -114,4 +118,4 @@ class DeviceLoader:
                     None if offsets is None else offsets[:, span],
                     None if flips is None else flips[span],
                 )
-            yield normalise(x, self._scale, self._shift), y
+            yield normalise(x, self._scale, self._shift).contiguous(memory_format=self.memory_format), y

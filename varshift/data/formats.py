@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from varshift.data.errors import DatasetCorruptedError
+from varshift.errors import DatasetCorruptedError
 
 IDX_LABELS = 0x00000801  # unsigned bytes, 1 dimension
 IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions

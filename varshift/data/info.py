@@ -1,8 +1,8 @@
 """Dataset metadata (classes, channels, size, normalisation, augmentation).
 
-The YAML files of the Hydra group ``varshift/conf/dataset/`` are the one source of these numbers: models,
-loaders and the trainer all read them through :func:`dataset_info` (or :meth:`DatasetInfo.from_config`
-on an already composed, possibly overridden ``cfg.dataset``).
+The YAML files of the Hydra group ``conf/dataset/`` are the one source of these numbers: models, loaders and the
+trainer all read them through :func:`dataset_info` (or :meth:`DatasetInfo.from_config` on an already composed,
+possibly overridden ``cfg.dataset``, which :func:`check_dataset_config` checks before training).
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from varshift.data.checks import check_int
-from varshift.paths import CONF_DIR
+from varshift.checks import one_of, require, whole_number
+from varshift.paths import conf_file
 from varshift.vocabulary import DATASET_NAMES
 
 
 def check_dataset_name(name: str) -> str:
-    if name not in DATASET_NAMES:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASET_NAMES)}")
-    return name
+    return one_of("dataset", name, DATASET_NAMES)
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class DatasetInfo:
     def __post_init__(self):
         check_dataset_name(self.name)
         for field, minimum in (("num_classes", 2), ("channels", 1), ("size", 1), ("crop_padding", 0)):
-            check_int(getattr(self, field), f"{self.name}: {field}", minimum)
+            whole_number(f"{self.name} {field}", getattr(self, field), minimum)
         if len(self.mean) != self.channels or len(self.std) != self.channels or min(self.std) <= 0:
             raise ValueError(
                 f"{self.name}: mean {self.mean} and std {self.std} need one value per channel "
@@ -51,7 +49,7 @@ class DatasetInfo:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> DatasetInfo:
-        """Build from a dataset config (a ``varshift/conf/dataset`` YAML, or the trainer's ``cfg.dataset``)."""
+        """Build from a dataset config (a ``conf/dataset`` YAML, or the trainer's ``cfg.dataset``)."""
         return cls(
             name=cfg["name"],
             num_classes=cfg["num_classes"],
@@ -65,9 +63,9 @@ class DatasetInfo:
 
 
 def dataset_config(name: str) -> dict[str, Any]:
-    """The resolved ``varshift/conf/dataset/<name>.yaml`` as a plain dict (no Hydra needed)."""
-    path = CONF_DIR / "dataset" / f"{check_dataset_name(name)}.yaml"
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    """The resolved ``conf/dataset/<name>.yaml`` as a plain dict (no Hydra needed)."""
+    path = conf_file("dataset", check_dataset_name(name))
+    cfg = OmegaConf.to_container(OmegaConf.create(path.read_text()), resolve=True)
     if cfg.get("name") != name:
         raise ValueError(f"{path} says name: {cfg.get('name')!r}; it must be {name!r}")
     return cfg
@@ -76,3 +74,25 @@ def dataset_config(name: str) -> dict[str, Any]:
 def dataset_info(name: str) -> DatasetInfo:
     """Metadata of dataset ``name`` (one of :data:`DATASET_NAMES`), read from its YAML."""
     return DatasetInfo.from_config(dataset_config(name))
+
+
+def check_amount(key: str, value) -> None:
+    """A subset-like value: None, a fraction in (0, 1], or a whole count >= 1."""
+    if value is None:
+        return
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    require(is_number and (0 < value <= 1 or (value > 1 and float(value).is_integer())), key, value,
+            "null, a fraction in (0, 1] or a whole number of images")
+
+
+def check_dataset_config(data: Mapping[str, Any]) -> None:
+    """A composed ``cfg.dataset``: a known dataset with its own facts, and subsets and a split that make sense."""
+    one_of("dataset.name", data["name"], DATASET_NAMES)
+    own = dataset_config(data["name"])
+    for key in ("num_classes", "channels", "size"):
+        require(data[key] == own[key], f"dataset.{key}", data[key],
+                f"{own[key]}, {data['name']}'s own (choose another dataset for another)")
+    DatasetInfo.from_config(data)  # mean and std: one positive value per channel
+    check_amount("dataset.subset", data["subset"])
+    check_amount("dataset.test_subset", data["test_subset"])
+    require(0.0 <= data["val_split"] < 1.0, "dataset.val_split", data["val_split"], "a fraction in [0, 1)")

@@ -46,6 +46,7 @@ def build_loaders(
     augment: bool = True,
     verify: bool = True,
     info: DatasetInfo | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Loaders:
     """Load dataset ``name`` from ``root`` and build its loaders on ``device``.
 
@@ -54,7 +55,8 @@ def build_loaders(
     training images held out, class-balanced, as ``val``. ``augment=False`` turns crop and flip off.
     ``info``: the metadata to use (e.g. from an overridden ``cfg.dataset``); by default the YAML's.
     ``test_batch_size`` is the batch size of ``test`` and ``val``; ``train`` and ``train_eval`` use
-    ``batch_size``. Every file is checked, and labels must be below ``info.num_classes``.
+    ``batch_size``. ``memory_format``: the layout of the batches of every loader. Every file is checked, and
+    labels must be below ``info.num_classes``.
     """
     info = dataset_info(name) if info is None else info
     if info.name != name:
@@ -74,7 +76,7 @@ def build_loaders(
     )
     return loaders_over(info, (train_images, train_labels), (test_images, test_labels), batch_size=batch_size,
                         test_batch_size=test_batch_size, device=device, seed=seed, val_split=val_split,
-                        augment=augment)
+                        augment=augment, memory_format=memory_format)
 
 
 def check_val_split(val_split: float) -> None:
@@ -93,13 +95,14 @@ def loaders_over(
     seed: int = 0,
     val_split: float = 0.0,
     augment: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Loaders:
     """The loaders of ``build_loaders`` over images already in memory: ``train`` and ``test`` are (uint8
     images ``[N, C, H, W]``, int64 labels ``[N]``) of dataset ``info``."""
     check_val_split(val_split)
     (train_images, train_labels), (test_images, test_labels) = train, test
     device = torch.device(device)
-    common = dict(mean=info.mean, std=info.std, device=device, seed=seed)
+    common = dict(mean=info.mean, std=info.std, device=device, seed=seed, memory_format=memory_format)
     evaluation = dict(batch_size=test_batch_size, **common)
     val = None
     if val_split:

@@ -7,7 +7,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
-from varshift.data.checks import check_int
+from varshift.checks import whole_number
 
 
 class Stream(IntEnum):
@@ -21,6 +21,6 @@ class Stream(IntEnum):
 
 def generator(seed: int, stream: Stream, *keys: int) -> torch.Generator:
     """A CPU generator seeded from ``(seed, stream, *keys)`` alone (the same on every device)."""
-    entropy = [check_int(seed, "seed", 0), int(stream), *keys]
+    entropy = [whole_number("seed", seed, 0), int(stream), *keys]
     state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
     return torch.Generator().manual_seed(int(state[0]))

@@ -27,11 +27,11 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from torchvision.datasets.utils import check_integrity
 
-from varshift.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from varshift.data.formats import read_cifar_batches, read_idx_split
 from varshift.data.info import check_dataset_name, dataset_info
+from varshift.errors import DatasetCorruptedError, DatasetNotFoundError
 
-DEFAULT_ROOT = Path("data")  # varshift/conf/dataset/*.yaml: root: ${oc.env:VARSHIFT_DATA,data}
+DEFAULT_ROOT = Path("data")  # conf/dataset/*.yaml: root: ${oc.env:VARSHIFT_DATA,data}
 ROOT_VARIABLE = "VARSHIFT_DATA"
 
 

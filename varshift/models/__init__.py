@@ -7,7 +7,7 @@
 
 from varshift.models.densenet import DenseNetBC
 from varshift.models.preresnet import PreResNet
-from varshift.models.registry import FAMILIES, MODEL_NAMES, build_model, family_parameters
+from varshift.models.registry import FAMILIES, MODEL_NAMES, build_model, check_model_config, family_parameters
 from varshift.models.resnext import ResNeXt
 from varshift.models.slots import POSITIONS, DropoutSlots, DropoutSpec, parse_dropout_spec
 from varshift.models.small import MLP, SmallCNN
@@ -26,6 +26,7 @@ __all__ = [
     "SmallCNN",
     "WideResNet",
     "build_model",
+    "check_model_config",
     "family_parameters",
     "parse_dropout_spec",
 ]

@@ -18,16 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varshift.models.slots import (
-    DropoutSlots,
-    PreActHead,
-    blocks_per_stage,
-    conv1x1,
-    conv3x3,
-    fraction,
-    init_bearpaw,
-    positive_int,
-)
+from varshift.checks import fraction, refuse, whole_number
+from varshift.models.slots import DropoutSlots, PreActHead, blocks_per_stage, conv1x1, conv3x3, init_bearpaw
 
 
 class DenseBottleneck(nn.Module):
@@ -70,11 +62,11 @@ class DenseNetBC(nn.Module):
                  *, depth: int = 100, growth_rate: int = 12, compression: float = 0.5):
         super().__init__()
         n = blocks_per_stage("densenet-BC", depth, 4, 2)
-        growth_rate = positive_int("densenet growth_rate", growth_rate)
+        growth_rate = whole_number("densenet growth_rate", growth_rate)
         compression = fraction("densenet compression", compression)
         slot = DropoutSlots(dropout, position)
         planes = 2 * growth_rate
-        self.conv1 = conv3x3(positive_int("in_channels", in_channels), planes)
+        self.conv1 = conv3x3(whole_number("in_channels", in_channels), planes)
         stages = []
         for index in range(3):
             layers = []
@@ -85,8 +77,8 @@ class DenseNetBC(nn.Module):
             if index < 2:
                 out_planes = math.floor(planes * compression)
                 if out_planes < 1:
-                    raise ValueError(f"densenet compression {compression!r} leaves no channels after a "
-                                     f"transition of {planes}; use a larger compression")
+                    refuse("densenet compression", compression,
+                           f"a larger value: this one leaves no channels after a transition of {planes}")
                 stages.append(Transition(planes, out_planes))
                 planes = out_planes
         self.dense1, self.trans1, self.dense2, self.trans2, self.dense3 = stages

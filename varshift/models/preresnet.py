@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from varshift.checks import one_of, whole_number
 from varshift.models.slots import (
     DropoutSlots,
     PreActHead,
@@ -26,7 +27,7 @@ from varshift.models.slots import (
     conv1x1,
     conv3x3,
     init_bearpaw,
-    positive_int,
+    three_stages,
 )
 
 
@@ -94,22 +95,16 @@ class PreResNet(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout=None, position: str = "none",
                  *, depth: int = 164, block: str = "bottleneck", width: int = 16):
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"preresnet block {block!r} is not known; allowed: {', '.join(BLOCKS)}")
-        block_cls = BLOCKS[block]
+        block_cls = BLOCKS[one_of("preresnet block", block, tuple(BLOCKS))]
         n = blocks_per_stage(f"preresnet ({block} block)", depth, 2, block_cls.layers)
         slot = DropoutSlots(dropout, position)
-        planes = positive_int("width", width)
-        self.conv1 = conv3x3(positive_int("in_channels", in_channels), planes)
-        stages = []
-        for index in range(3):
-            blocks = []
-            for b in range(n):
-                stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(block_cls(planes, width * 2**index, stride, slot))
-                planes = width * 2**index * block_cls.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
+        width = whole_number("width", width)
+        self.conv1 = conv3x3(whole_number("in_channels", in_channels), width)
+
+        def make_block(planes: int, stage: int, stride: int) -> tuple[nn.Module, int]:
+            return block_cls(planes, width * 2**stage, stride, slot), width * 2**stage * block_cls.expansion
+
+        (self.layer1, self.layer2, self.layer3), planes = three_stages(n, width, make_block)
         self.head = PreActHead(planes, num_classes, slot)
         init_bearpaw(self)
 

@@ -8,19 +8,23 @@ fix other defaults of a family: ``preresnet14_w8`` is PreResNet with 14 layers o
 
 from __future__ import annotations
 
+import functools
 import inspect
 from functools import partial
 from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import nn
 
+from varshift.checks import one_of, refuse, require
+from varshift.dropout import MultiplicativeNoise
 from varshift.models.densenet import DenseNetBC
 from varshift.models.preresnet import PreResNet
 from varshift.models.resnext import ResNeXt
 from varshift.models.small import MLP, SmallCNN
 from varshift.models.wrn import WideResNet
-from varshift.vocabulary import MODEL_NAMES  # noqa: F401  (FAMILIES has these keys, in order; a test pins it)
+from varshift.vocabulary import MODEL_NAMES, POSITIONS  # FAMILIES has MODEL_NAMES as keys, in order (a test pins it)
 
 FAMILIES = {
     "preresnet110": PreResNet,
@@ -57,14 +61,57 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, dropout=
                   **kwargs)
 
 
-def build_on_meta(name: str, position: str = "none", **kwargs) -> nn.Module:
-    """Network ``name`` with the default dropout at ``position`` on the meta device: its layers without the
-    memory or the time to initialise them, for counting them. ``kwargs`` as in :func:`build_model`."""
+def build_on_meta(name: str, dropout=DEFAULT_DROPOUT, position: str = "none", **kwargs) -> nn.Module:
+    """Network ``name`` on the meta device: its layers without the memory or the time to initialise them, for
+    counting them. Arguments as in :func:`build_model`."""
     with torch.device("meta"):
-        return build_model(name, dropout=DEFAULT_DROPOUT, position=position, **kwargs)
+        return build_model(name, dropout=dropout, position=position, **kwargs)
 
 
 def _family(name: str) -> type[nn.Module]:
-    if name not in FAMILIES:
-        raise ValueError(f"model name {name!r} is not known; allowed: {', '.join(MODEL_NAMES)}")
-    return FAMILIES[name]
+    return FAMILIES[one_of("model", name, MODEL_NAMES)]
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_counts(name: str, dropout: tuple[tuple[str, Any], ...], position: str, num_classes: int,
+                  in_channels: int, kwargs: tuple[tuple[str, Any], ...]) -> tuple[int, int]:
+    """(dropout layers, BN layers) of the network, built on the meta device (a sweep asks for few networks)."""
+    network = build_on_meta(name, dict(dropout), position, num_classes=num_classes, in_channels=in_channels,
+                            **dict(kwargs))
+    modules = list(network.modules())
+    return (sum(isinstance(module, MultiplicativeNoise) for module in modules),
+            sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in modules))
+
+
+def check_model_config(model: dict, data: dict, dropout: dict) -> None:
+    """A composed ``cfg.model``: a known network whose parameters fit the dataset, which builds with the config's
+    dropout, has BN layers, and has a dropout slot at ``dropout.position``."""
+    name, kwargs, position = model["name"], model["kwargs"], dropout["position"]
+    one_of("model.name", name, MODEL_NAMES)
+    parameters = family_parameters(name)
+    for key, value in kwargs.items():
+        require(key in parameters, f"model.kwargs.{key}", value,
+                f"model {name} has no parameter {key!r}; its parameters: {', '.join(parameters)}")
+    if "image_size" in parameters:
+        image_size = kwargs.get("image_size", parameters["image_size"])
+        require(image_size == data["size"], "model.kwargs.image_size", image_size,
+                f"{data['size']}, the side of {data['name']}'s images")
+    frozen_kwargs = tuple((key, tuple(value) if isinstance(value, list) else value) for key, value in kwargs.items())
+    spec = tuple((key, dropout[key]) for key in ("kind", "rate", "channelwise"))
+
+    def counts(at: str) -> tuple[int, int]:
+        try:
+            return _layer_counts(name, spec, at, data["num_classes"], data["channels"], frozen_kwargs)
+        except ValueError as err:
+            raise ValueError(f"model.kwargs={kwargs!r} is not allowed for model {name}: {err}") from None
+
+    dropout_layers, bn_layers = counts(position)
+    if bn_layers == 0:
+        switched_off = [key for key, value in kwargs.items() if value is False]
+        key, value = (f"model.kwargs.{switched_off[0]}", False) if len(switched_off) == 1 else ("model.kwargs", kwargs)
+        refuse(key, value, f"model {name} has no BN layer with it, and varshift measures the variance shift of "
+                           "BN layers")
+    if position != "none" and dropout_layers == 0:
+        supported = [at for at in POSITIONS[1:] if counts(at)[0] > 0]
+        refuse("dropout.position", position, f"model {name} with model.kwargs={kwargs} has no dropout slot at "
+                                             f"{position}; its slots: {', '.join(supported) or 'none'}")

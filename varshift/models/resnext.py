@@ -15,14 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from varshift.models.slots import (
-    DropoutSlots,
-    blocks_per_stage,
-    conv1x1,
-    conv3x3,
-    init_bearpaw,
-    positive_int,
-)
+from varshift.checks import whole_number
+from varshift.models.slots import DropoutSlots, blocks_per_stage, conv1x1, conv3x3, init_bearpaw, three_stages
 
 STEM_WIDTH = 64
 
@@ -60,28 +54,23 @@ class ResNeXt(nn.Module):
                  *, depth: int = 29, cardinality: int = 8, base_width: int = 64, widen_factor: int = 4):
         super().__init__()
         n = blocks_per_stage("resnext", depth, 2, 3)
-        cardinality = positive_int("resnext cardinality", cardinality)
-        base_width = positive_int("resnext base_width", base_width)
-        widen_factor = positive_int("resnext widen_factor", widen_factor)
+        cardinality = whole_number("resnext cardinality", cardinality)
+        base_width = whole_number("resnext base_width", base_width)
+        widen_factor = whole_number("resnext widen_factor", widen_factor)
         slot = DropoutSlots(dropout, position)
-        self.conv_1_3x3 = conv3x3(positive_int("in_channels", in_channels), STEM_WIDTH)
+        self.conv_1_3x3 = conv3x3(whole_number("in_channels", in_channels), STEM_WIDTH)
         self.bn_1 = nn.BatchNorm2d(STEM_WIDTH)
         self.relu = nn.ReLU(inplace=True)
-        planes = STEM_WIDTH
-        stages = []
-        for index in range(3):
-            out_planes = STEM_WIDTH * widen_factor * 2**index
-            width = cardinality * base_width * 2**index
-            blocks = []
-            for b in range(n):
-                stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(ResNeXtBottleneck(planes, out_planes, stride, cardinality, width, slot))
-                planes = out_planes
-            stages.append(nn.Sequential(*blocks))
-        self.stage_1, self.stage_2, self.stage_3 = stages
+
+        def make_block(planes: int, stage: int, stride: int) -> tuple[nn.Module, int]:
+            out_planes = STEM_WIDTH * widen_factor * 2**stage
+            width = cardinality * base_width * 2**stage
+            return ResNeXtBottleneck(planes, out_planes, stride, cardinality, width, slot), out_planes
+
+        (self.stage_1, self.stage_2, self.stage_3), planes = three_stages(n, STEM_WIDTH, make_block)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop_head = slot("head")
-        self.classifier = nn.Linear(planes, positive_int("num_classes", num_classes))
+        self.classifier = nn.Linear(planes, whole_number("num_classes", num_classes))
         init_bearpaw(self)
         # bearpaw: He-normal classifier weight, zero bias.
         nn.init.kaiming_normal_(self.classifier.weight)

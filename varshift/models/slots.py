@@ -1,4 +1,4 @@
-"""What every varshift network shares: dropout slots, size checks, bias-free convs, bearpaw's init.
+"""What every varshift network shares: dropout slots, the three-stage builder, bias-free convs, bearpaw's init.
 
 A family file only says where its slots are: a block asks ``slot("before_bn")`` where the paper's
 Dropout-(a) would sit, ``slot("before_conv")`` for Dropout-(b) and the network asks ``slot("head")``
@@ -17,25 +17,26 @@ Positions:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 from torch import nn
 
+from varshift.checks import flag, one_of, refuse, whole_number
 from varshift.dropout import build_dropout
-from varshift.theory import check_rate
 from varshift.vocabulary import POSITIONS
 
 SLOTS = POSITIONS[1:]
 SPEC_KEYS = ("kind", "rate", "channelwise")
-# A config's dropout group may carry its position too (varshift/conf/dropout/*.yaml); it must match the position.
+# A config's dropout group may carry its position too (conf/dropout/*.yaml); it must match the position.
 ALLOWED_KEYS = ", ".join((*SPEC_KEYS, "position"))
 
 
 @dataclass(frozen=True)
 class DropoutSpec:
-    """Which dropout the slots hold: ``kind`` and ``rate`` as in :func:`varshift.dropout.build_dropout`."""
+    """Which dropout the slots hold: ``kind`` and ``rate`` as in :func:`varshift.dropout.build_dropout`, which
+    checks them when it builds a slot's layer."""
 
     kind: str = "none"
     rate: float = 0.0
@@ -63,11 +64,7 @@ def parse_dropout_spec(dropout) -> DropoutSpec:
     kind = dropout["kind"]
     if kind != "none" and "rate" not in dropout:
         raise ValueError(f"dropout spec {dict(dropout)!r} has no 'rate' (needed for kind {kind!r})")
-    rate = check_rate(kind, dropout.get("rate", 0.0))
-    channelwise = dropout.get("channelwise", False)
-    if not isinstance(channelwise, bool):
-        raise ValueError(f"dropout channelwise {channelwise!r} is not allowed; use true or false")
-    return DropoutSpec(kind, rate, channelwise)
+    return DropoutSpec(kind, dropout.get("rate", 0.0), flag("dropout channelwise", dropout.get("channelwise", False)))
 
 
 class DropoutSlots:
@@ -78,8 +75,7 @@ class DropoutSlots:
     """
 
     def __init__(self, dropout, position: str):
-        if position not in POSITIONS:
-            raise ValueError(f"dropout position {position!r} is not known; allowed: {', '.join(POSITIONS)}")
+        one_of("dropout position", position, POSITIONS)
         self.spec = parse_dropout_spec(dropout)
         if isinstance(dropout, Mapping) and dropout.get("position", position) != position:
             raise ValueError(f"dropout spec position {dropout['position']!r} contradicts the position "
@@ -87,32 +83,10 @@ class DropoutSlots:
         self.position = position
 
     def __call__(self, slot: str) -> nn.Module:
-        if slot not in SLOTS:
-            raise ValueError(f"dropout slot {slot!r} is not known; allowed: {', '.join(SLOTS)}")
+        one_of("dropout slot", slot, SLOTS)
         if slot != self.position:
             return nn.Identity()
         return build_dropout(self.spec.kind, self.spec.rate, self.spec.channelwise)
-
-
-def positive_int(name: str, value) -> int:
-    """``value`` as an int, or ValueError if it is not a whole number >= 1."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} {value!r} is not allowed; use a whole number >= 1")
-    return int(value)
-
-
-def fraction(name: str, value) -> float:
-    """``value`` as a float in (0, 1], or ValueError."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} {value!r} is not allowed; use a number in (0, 1]")
-    return float(value)
-
-
-def flag(name: str, value) -> bool:
-    """``value`` if it is a bool, or ValueError."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} {value!r} is not allowed; use true or false")
-    return value
 
 
 def blocks_per_stage(family: str, depth, fixed_layers: int, layers_per_block: int) -> int:
@@ -125,9 +99,25 @@ def blocks_per_stage(family: str, depth, fixed_layers: int, layers_per_block: in
     allowed = ", ".join(str(fixed_layers + step * n) for n in range(1, 5))
     if (isinstance(depth, bool) or not isinstance(depth, Integral) or depth <= fixed_layers
             or (depth - fixed_layers) % step):
-        raise ValueError(f"{family} depth {depth!r} is not allowed; allowed depths are "
-                         f"{step}n+{fixed_layers} for n >= 1 ({allowed}, ...)")
+        refuse(f"{family} depth", depth, f"{step}n+{fixed_layers} for n >= 1 ({allowed}, ...)")
     return (int(depth) - fixed_layers) // step
+
+
+def three_stages(blocks: int, planes: int, make_block: Callable[[int, int, int], tuple[nn.Module, int]]
+                 ) -> tuple[list[nn.Sequential], int]:
+    """The three stages of a CIFAR network, ``blocks`` blocks each, and the width they end with.
+
+    ``make_block(in_planes, stage, stride)`` returns a block and its output width; the first block of the second
+    and third stage halves the resolution (stride 2). Blocks are built in order, stage by stage.
+    """
+    stages = []
+    for stage in range(3):
+        built = []
+        for index in range(blocks):
+            block, planes = make_block(planes, stage, 2 if stage > 0 and index == 0 else 1)
+            built.append(block)
+        stages.append(nn.Sequential(*built))
+    return stages, planes
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -151,7 +141,7 @@ class PreActHead(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop_head = slot("head")
-        self.fc = nn.Linear(planes, positive_int("num_classes", num_classes))
+        self.fc = nn.Linear(planes, whole_number("num_classes", num_classes))
 
     def forward(self, x):
         return self.fc(self.drop_head(self.pool(self.relu(self.bn(x))).flatten(1)))

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from varshift.models.slots import DropoutSlots, flag, positive_int
+from varshift.checks import flag, refuse, whole_number
+from varshift.models.slots import DropoutSlots
 
 
 class WeightBlock(nn.Module):
@@ -49,8 +50,8 @@ class WeightBlock(nn.Module):
 
 def channel_widths(channels) -> tuple[int, ...]:
     if isinstance(channels, str) or not isinstance(channels, Sequence) or len(channels) == 0:
-        raise ValueError(f"small_cnn channels {channels!r} is not allowed; use a non-empty list of widths")
-    return tuple(positive_int("small_cnn channel width", width) for width in channels)
+        refuse("small_cnn channels", channels, "a non-empty list of widths")
+    return tuple(whole_number("small_cnn channel width", width) for width in channels)
 
 
 class SmallCNN(nn.Module):
@@ -60,10 +61,10 @@ class SmallCNN(nn.Module):
                  *, channels: Sequence[int] = (8, 16, 32, 64), hidden: int = 128, hidden_bn: bool = True):
         super().__init__()
         widths = channel_widths(channels)
-        hidden = positive_int("small_cnn hidden", hidden)
+        hidden = whole_number("small_cnn hidden", hidden)
         hidden_bn = flag("small_cnn hidden_bn", hidden_bn)
         slot = DropoutSlots(dropout, position)
-        planes = positive_int("in_channels", in_channels)
+        planes = whole_number("in_channels", in_channels)
         blocks = []
         for index, width in enumerate(widths):
             conv = nn.Conv2d(planes, width, kernel_size=3, padding=1)
@@ -75,7 +76,7 @@ class SmallCNN(nn.Module):
         bn = nn.BatchNorm1d(hidden) if hidden_bn else nn.Identity()
         self.hidden = WeightBlock(nn.Linear(planes, hidden), bn, slot, reads_image=False)
         self.drop_head = slot("head")
-        self.fc = nn.Linear(hidden, positive_int("num_classes", num_classes))
+        self.fc = nn.Linear(hidden, whole_number("num_classes", num_classes))
 
     def forward(self, x):
         x = self.hidden(self.pool(self.features(x)).flatten(1))
@@ -88,11 +89,11 @@ class MLP(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout=None, position: str = "none",
                  *, hidden: int = 256, batchnorm: bool = True, depth: int = 2, image_size: int = 28):
         super().__init__()
-        hidden = positive_int("mlp hidden", hidden)
+        hidden = whole_number("mlp hidden", hidden)
         batchnorm = flag("mlp batchnorm", batchnorm)
-        depth = positive_int("mlp depth (hidden layers)", depth)
-        image_size = positive_int("mlp image_size", image_size)
-        self.input_shape = (positive_int("in_channels", in_channels), image_size, image_size)
+        depth = whole_number("mlp depth (hidden layers)", depth)
+        image_size = whole_number("mlp image_size", image_size)
+        self.input_shape = (whole_number("in_channels", in_channels), image_size, image_size)
         slot = DropoutSlots(dropout, position)
         features = self.input_shape[0] * image_size * image_size
         layers = []
@@ -102,7 +103,7 @@ class MLP(nn.Module):
             features = hidden
         self.hidden = nn.Sequential(*layers)
         self.drop_head = slot("head")
-        self.fc = nn.Linear(hidden, positive_int("num_classes", num_classes))
+        self.fc = nn.Linear(hidden, whole_number("num_classes", num_classes))
 
     def forward(self, x):
         if tuple(x.shape[1:]) != self.input_shape:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from varshift.checks import whole_number
 from varshift.models.slots import (
     DropoutSlots,
     PreActHead,
@@ -20,7 +21,7 @@ from varshift.models.slots import (
     conv1x1,
     conv3x3,
     init_bearpaw,
-    positive_int,
+    three_stages,
 )
 
 STEM_WIDTH = 16
@@ -56,20 +57,15 @@ class WideResNet(nn.Module):
                  *, depth: int = 28, widen_factor: int = 10):
         super().__init__()
         n = blocks_per_stage("wrn", depth, 4, 2)
-        widen_factor = positive_int("wrn widen_factor", widen_factor)
+        widen_factor = whole_number("wrn widen_factor", widen_factor)
         slot = DropoutSlots(dropout, position)
-        self.conv1 = conv3x3(positive_int("in_channels", in_channels), STEM_WIDTH)
-        planes = STEM_WIDTH
-        stages = []
-        for index in range(3):
-            width = STEM_WIDTH * widen_factor * 2**index
-            blocks = []
-            for b in range(n):
-                stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(WideBasicBlock(planes, width, stride, slot))
-                planes = width
-            stages.append(nn.Sequential(*blocks))
-        self.block1, self.block2, self.block3 = stages
+        self.conv1 = conv3x3(whole_number("in_channels", in_channels), STEM_WIDTH)
+
+        def make_block(planes: int, stage: int, stride: int) -> tuple[nn.Module, int]:
+            width = STEM_WIDTH * widen_factor * 2**stage
+            return WideBasicBlock(planes, width, stride, slot), width
+
+        (self.block1, self.block2, self.block3), planes = three_stages(n, STEM_WIDTH, make_block)
         self.head = PreActHead(planes, num_classes, slot)
         init_bearpaw(self)
         nn.init.zeros_(self.head.fc.bias)  # as bearpaw

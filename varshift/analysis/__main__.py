@@ -1,0 +1,3 @@
+from varshift.analysis.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""The errors varshift raises for what a user can fix or has to know, apart from the modules that raise them so
+that the command lines can name them without importing torch (``varshift.user_errors`` reports them in one line).
+"""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not where it was looked for and could not be downloaded."""
+
+
+class DatasetCorruptedError(OSError):
+    """A dataset's files are there but damaged: a checksum, the format, a size or a label is wrong."""
+
+
+class RunDirInUse(RuntimeError):
+    """Another process holds the run directory."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss, a parameter, a BN statistic or a variance probe became NaN or infinite."""
+
+
+class ParentExited(RuntimeError):
+    """The process that started the run has exited (the run was started with ``stop_with_parent``)."""

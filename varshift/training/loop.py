@@ -1,0 +1,94 @@
+"""One pass over the data: :func:`train_one_epoch` and :func:`evaluate`, plain functions of a model, a loader and
+an optimiser, with a progress bar named by the caller.
+
+Sums are accumulated on the device, so a step never waits for the host; the totals are read once, at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from varshift.bn import model_device
+from varshift.training.optim import l1_penalty
+
+
+def progress_bar(label: str, batches: Iterable | None = None, total: int | None = None, *, enabled: bool = True):
+    """A progress bar on stderr, cleared when its pass ends."""
+    return tqdm(batches, desc=label, total=total, leave=False, unit="batch", disable=not enabled)
+
+
+def autocast(model: nn.Module, bf16: bool):
+    """bf16 autocast on the model's device, or nothing."""
+    if bf16:
+        return torch.autocast(model_device(model).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *, label: str,
+                    l1: float = 0.0, bf16: bool = False, progress: bool = True,
+                    before_step: Callable[[], None] | None = None) -> dict:
+    """Train ``model`` once over ``loader``; return the epoch's mean ``train_loss`` and ``train_acc`` (%).
+
+    ``l1`` adds that multiple of the L1 norm of the conv and linear weights to the loss; ``before_step`` is called
+    before each batch (a check that may stop the run).
+    """
+    model.train()
+    device = model_device(model)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in progress_bar(label, loader, enabled=progress):
+        if before_step is not None:
+            before_step()
+        with autocast(model, bf16):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            objective = loss + l1 * l1_penalty(model) if l1 > 0 else loss
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * y.numel()
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.numel()
+    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False,
+             progress: bool = True) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (%) of ``model`` in eval mode over ``loader``."""
+    model.eval()
+    device = model_device(model)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in progress_bar(label, loader, enabled=progress):
+        with autocast(model, bf16):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.numel()
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+class CountedPasses:
+    """A re-iterable view of ``batches`` that advances ``bar`` once for each batch a pass has used (the variance
+    probe passes its data twice, BN recalibration once)."""
+
+    def __init__(self, batches, bar: tqdm):
+        self.batches, self.bar = batches, bar
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch
+            # after the yield: a pass cut short by max_batches draws one batch more than it uses
+            self.bar.update()

@@ -1,0 +1,294 @@
+"""One run of ``varshift-train``: from a validated config to a complete run directory.
+
+A run trains with SGD, records every epoch, probes the variance shift of every BN layer, then recalibrates BN
+and measures again (the run directory described in the README). After every epoch it writes ``checkpoint.pt``;
+rerunning in the same directory resumes from it (the data order and augmentation depend only on the seed and
+the epoch, and the RNG state is in the checkpoint, so the resumed run ends with the same numbers as an
+uninterrupted one). A finished run is not repeated.
+
+A run directory belongs to one process and one config: :func:`run` locks it for its whole length
+(``varshift.rundir``), writes the config once to ``config.yaml`` before the first epoch, and refuses a rerun
+whose config differs in a key that is not neutral (``varshift.training.checkpoint``). Nothing non-finite is kept
+(``varshift.training.guards``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from varshift import theory
+from varshift.bn import recalibrate_bn
+from varshift.data import DatasetInfo, Loaders, build_loaders
+from varshift.models import build_model
+from varshift.probes import measure_variance_shift
+from varshift.progress import console_fallback, epoch_line, summary_table
+from varshift.rundir import locked, remove_stale_temporary_files
+from varshift.tracking import RunRecorder, read_summary
+from varshift.training import checkpoint, guards
+from varshift.training.loop import CountedPasses, autocast, evaluate, progress_bar, train_one_epoch
+from varshift.training.optim import build_optimizer, build_scheduler
+from varshift.training.setup import (
+    describe_hardware,
+    device_name,
+    memory_format,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    switch_on,
+    versions,
+)
+
+log = logging.getLogger(__name__)
+STATE_KEYS = ("epoch", "best_val_acc", "epochs_without_improvement", "stopped_early", "best_test_acc", "wall_time")
+
+
+def alignment_table(model: nn.Module) -> pd.DataFrame:
+    """cos^2 and d cos^2 of every conv layer (the paper's Table 1), in definition order."""
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            result = theory.weight_alignment(module.weight)
+            rows.append({"layer": len(rows), "name": name, "d": result.d, "cos2": result.cos2,
+                         "d_cos2": result.d_cos2})
+    return pd.DataFrame(rows, columns=["layer", "name", "d", "cos2", "d_cos2"])
+
+
+class Trainer:
+    """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
+
+    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None, *, parent_pid: int | None = None):
+        """``loaders`` replaces the dataset of ``cfg`` (benchmarks pass synthetic data, in the memory format they
+        train in); with ``parent_pid`` training stops (``ParentExited``) once this process is no longer that
+        process's child."""
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        trainer = cfg["trainer"]
+        self.device = resolve_device(trainer["device"])
+        self.bf16 = switch_on(trainer["bf16"], self.device)
+        self.channels_last = switch_on(trainer["channels_last"], self.device)
+        layout = memory_format(trainer, self.device)
+        if trainer["threads"] is not None:
+            torch.set_num_threads(trainer["threads"])
+        # what the config leaves open ("auto", the default thread count) and may differ on a resumption
+        self.hardware = {"device": device_name(self.device), "threads": torch.get_num_threads()}
+        self.parent_pid = parent_pid
+        seed_everything(cfg["seed"], trainer["deterministic"])
+        data = cfg["dataset"]
+        self.loaders = loaders or build_loaders(
+            data["name"], data["root"], batch_size=trainer["batch_size"],
+            test_batch_size=trainer["test_batch_size"], device=self.device, seed=cfg["seed"],
+            subset=data["subset"], test_subset=data["test_subset"], val_split=data["val_split"],
+            download=data["download"], verify=data["verify"], info=DatasetInfo.from_config(data),
+            memory_format=layout)
+        info = self.loaders.info
+        self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
+                                 dropout=cfg["dropout"], position=cfg["dropout"]["position"],
+                                 **cfg["model"]["kwargs"]).to(self.device, memory_format=layout)
+        self.forward = torch.compile(self.model) if trainer["compile"] else self.model
+        self.optimizer = build_optimizer(self.model, cfg["optim"], self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg["optim"], trainer["epochs"])
+        self.recorder = RunRecorder(self.run_dir, cfg)
+        self.epoch = 0
+        self.best_val_acc = -1.0
+        self.epochs_without_improvement = 0
+        self.stopped_early = False
+        self.best_test_acc = 0.0
+        self.wall_time = 0.0
+        self.saved_epoch = 0
+
+    # -- checkpoints --
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
+                **{key: getattr(self, key) for key in STATE_KEYS}, "config": self.cfg, "hardware": self.hardware}
+
+    def save_checkpoint(self) -> None:
+        checkpoint.save_checkpoint(self.run_dir / checkpoint.CHECKPOINT, self.state_dict())
+        self.saved_epoch = self.epoch
+
+    def resume(self) -> bool:
+        path = self.run_dir / checkpoint.CHECKPOINT
+        if not path.exists():
+            return False
+        state = checkpoint.load_checkpoint(path)
+        checkpoint.check_same_config(state["config"], self.cfg, path)
+        if state["hardware"] != self.hardware:
+            print(f"WARNING: {self.run_dir} ran until epoch {state['epoch']} on {describe_hardware(state['hardware'])} "
+                  f"and resumes on {describe_hardware(self.hardware)}: other kernels round differently, so its "
+                  "results may differ from an uninterrupted run's", file=sys.stderr)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.recorder.load_state_dict(state["recorder"])
+        for key in STATE_KEYS:
+            setattr(self, key, state[key])
+        self.saved_epoch = self.epoch
+        return True
+
+    # -- stopping --
+    def stop_if_diverged(self, problems: list[str]) -> None:
+        guards.stop_if_diverged(problems, epoch=self.epoch, saved_epoch=self.saved_epoch, run_dir=self.run_dir,
+                                lr=self.optimizer.param_groups[0]["lr"])
+
+    def stop_if_orphaned(self) -> None:
+        guards.stop_if_orphaned(self.parent_pid, epoch=self.epoch, saved_epoch=self.saved_epoch,
+                                run_dir=self.run_dir)
+
+    # -- passes --
+    @property
+    def progress(self) -> bool:
+        return self.cfg["trainer"]["progress"]
+
+    def train_epoch(self) -> dict:
+        self.loaders.train.set_epoch(self.epoch)
+        return train_one_epoch(self.forward, self.loaders.train, self.optimizer,
+                               label=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}",
+                               l1=self.cfg["optim"]["l1"], bf16=self.bf16, progress=self.progress,
+                               before_step=self.stop_if_orphaned)
+
+    def evaluate(self, loader, label: str) -> tuple[float, float]:
+        """Loss and accuracy (%) in eval mode."""
+        return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress)
+
+    def training_pass(self):
+        """The training images with their augmentation, unshuffled, as the model sees them in training: the
+        paper's data for measuring the shift and for BN recalibration."""
+        self.loaders.train_eval.set_epoch(self.epoch)
+        return self.loaders.train_eval
+
+    def training_pass_batches(self, max_batches: int | None) -> int:
+        return len(self.loaders.train_eval) if max_batches is None else min(len(self.loaders.train_eval), max_batches)
+
+    def measure_shift(self, stage: str) -> pd.DataFrame:
+        """The per-layer variance table (recorded under ``stage``); ``TrainingDiverged`` if it is not finite."""
+        max_batches = self.cfg["probe"]["batches"]
+        # measure_variance_shift passes the data twice: in eval mode, then in train mode
+        total = 2 * self.training_pass_batches(max_batches)
+        with progress_bar(f"variance probe ({stage})", total=total, enabled=self.progress) as bar, \
+                autocast(self.model, self.bf16):
+            table = measure_variance_shift(self.model, CountedPasses(self.training_pass(), bar),
+                                           max_batches=max_batches)
+        self.stop_if_diverged(guards.non_finite_probe(table, stage))
+        self.recorder.log_variance(table, stage, self.epoch)
+        return table
+
+    def recalibrate(self) -> None:
+        max_batches = self.cfg["probe"]["recalibrate_batches"]
+        with progress_bar("BN recalibration", total=self.training_pass_batches(max_batches),
+                          enabled=self.progress) as bar, autocast(self.model, self.bf16):
+            recalibrate_bn(self.model, CountedPasses(self.training_pass(), bar), max_batches=max_batches)
+
+    def train_eval_accuracy(self) -> float:
+        return self.evaluate(self.training_pass(), "training data, eval mode")[1]
+
+    # -- the run --
+    def run_epoch(self) -> None:
+        """Train one epoch, check it is finite, record it, checkpoint (with the early-stopping decision)."""
+        self.epoch += 1
+        start = time.perf_counter()
+        row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **self.train_epoch()}
+        seconds = time.perf_counter() - start
+        row["test_loss"], row["test_acc"] = self.evaluate(self.loaders.test, "test")
+        if self.loaders.val is not None:
+            row["val_loss"], row["val_acc"] = self.evaluate(self.loaders.val, "validation")
+        self.stop_if_diverged(guards.non_finite_losses(row) + guards.non_finite_tensors(self.model))
+        self.scheduler.step()
+        row["seconds"] = seconds
+        row["images_per_s"] = self.loaders.train.num_samples / seconds
+        self.best_test_acc = max(self.best_test_acc, row["test_acc"])
+        if self.loaders.val is not None:
+            self.stopped_early = not self.update_early_stopping(row["val_acc"])
+        every = self.cfg["probe"]["every"]
+        if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
+            row["train_eval_acc"] = self.train_eval_accuracy()
+            row["mean_shift"] = float(self.measure_shift("probe")["shift"].mean())
+        self.wall_time += time.perf_counter() - start
+        self.recorder.log_epoch(row)
+        self.save_checkpoint()
+        self.recorder.write_files()
+        log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
+
+    def training_images_per_s(self) -> float:
+        """Over every epoch the run has trained (its checkpoint keeps them across resumptions)."""
+        epochs = self.recorder.epochs
+        return self.loaders.train.num_samples * len(epochs) / sum(row["seconds"] for row in epochs)
+
+    def update_early_stopping(self, val_acc: float) -> bool:
+        if val_acc > self.best_val_acc:
+            self.best_val_acc, self.epochs_without_improvement = val_acc, 0
+        else:
+            self.epochs_without_improvement += 1
+        patience = self.cfg["trainer"]["early_stopping"]["patience"]
+        return patience is None or self.epochs_without_improvement < patience
+
+    def finish(self) -> dict:
+        """Final probes, BN recalibration and the summary."""
+        start = time.perf_counter()
+        test_acc = self.recorder.epochs[-1]["test_acc"]
+        train_eval_acc = self.train_eval_accuracy()
+        final = self.measure_shift("final")["shift"]
+        summary = {"status": "complete", "epochs": self.epoch, "stopped_early": self.stopped_early,
+                   "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
+                   "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
+                   "mean_shift": float(final.mean()), "max_shift": float(final.max())}
+        if self.cfg["probe"]["recalibrate"]:
+            self.recalibrate()
+            recal_acc = self.evaluate(self.loaders.test, "test")[1]
+            summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
+                           mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
+        self.recorder.write_alignment(alignment_table(self.model))
+        self.recorder.write_files()
+        self.wall_time += time.perf_counter() - start
+        summary.update(wall_time_s=self.wall_time, **self.hardware, bf16=self.bf16,
+                       channels_last=self.channels_last, versions=versions())
+        self.recorder.write_summary(summary)
+        return summary
+
+    def run(self) -> dict:
+        if self.resume():
+            print(f"resuming {self.run_dir} after epoch {self.epoch}")
+        checkpoint.write_config(self.run_dir, self.cfg)
+        self.recorder.start_wandb()
+        exit_code = 1
+        try:
+            while not self.stopped_early and self.epoch < self.cfg["trainer"]["epochs"]:
+                self.run_epoch()
+            summary = self.finish()
+            exit_code = 0
+            log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
+            return summary
+        finally:
+            self.recorder.finish_wandb(exit_code)
+
+
+def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
+    """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary.
+
+    The run holds ``run_dir`` until it returns (``RunDirInUse`` for a second process). A config that differs
+    from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file. ``stop_with_parent``:
+    stop (``ParentExited``, keeping the last checkpoint) once the process that called this one has exited, so
+    that the workers of a killed multirun do not train on.
+    """
+    run_dir = Path(run_dir)
+    parent_pid = os.getppid() if stop_with_parent else None
+    with locked(run_dir):
+        saved = checkpoint.read_config(run_dir)
+        if saved is not None:
+            checkpoint.check_same_config(saved, cfg, run_dir / checkpoint.CONFIG_FILE)
+        summary = read_summary(run_dir)
+        if summary is not None and summary.get("status") == "complete":
+            print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
+            return summary
+        remove_stale_temporary_files(run_dir)
+        with console_fallback(logging.getLogger("varshift")):
+            return Trainer(cfg, run_dir, parent_pid=parent_pid).run()

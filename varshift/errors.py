@@ -21,3 +21,8 @@ class TrainingDiverged(FloatingPointError):
 
 class ParentExited(RuntimeError):
     """The process that started the run has exited (the run was started with ``stop_with_parent``)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run; it keeps the checkpoint of its last complete epoch and resumes from it
+    when rerun in the same directory. A KeyboardInterrupt, so that it ends the run the way Ctrl-C does."""

@@ -179,6 +179,13 @@ def test_an_early_stopped_run_interrupted_before_its_summary_does_not_train_on(m
 
 # -- item 6: nothing non-finite is kept --
 
+def assert_diverged(run_dir: Path, epoch: int, checkpoint_epoch: int) -> None:
+    """The run's summary.json says it diverged, in which epoch, and which checkpoint it kept."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epoch"], summary["checkpoint_epoch"]) == ("diverged", epoch, checkpoint_epoch)
+    assert summary["error"].startswith(f"training diverged in epoch {epoch}: ")
+
+
 def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, tmp_path, monkeypatch):
     evaluate = Trainer.evaluate
     monkeypatch.setattr(Trainer, "evaluate", lambda self, loader, label: (
@@ -186,7 +193,7 @@ def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_c
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the test loss became nan.*checkpoint \(epoch 1\)"):
         training.run(make_config("trainer.epochs=3"), tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
-    assert not (tmp_path / "summary.json").exists()
+    assert_diverged(tmp_path, epoch=2, checkpoint_epoch=1)
 
 
 def test_a_non_finite_bn_buffer_is_never_checkpointed(make_config, tmp_path, monkeypatch):
@@ -215,7 +222,8 @@ def test_a_non_finite_variance_probe_is_refused(make_config, tmp_path, monkeypat
     monkeypatch.setattr(trainer_module, "measure_variance_shift", infinite_shift)
     with pytest.raises(TrainingDiverged, match=r"epoch 1: the variance probe \(probe\) of BN layer features.0.bn"):
         training.run(make_config("trainer.epochs=2", "probe.every=1"), tmp_path)
-    assert not (tmp_path / CHECKPOINT).exists() and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / CHECKPOINT).exists()
+    assert_diverged(tmp_path, epoch=1, checkpoint_epoch=0)
 
 
 def test_records_are_strict_json_with_null_for_non_finite_numbers(tmp_path):

@@ -128,18 +128,26 @@ def test_a_config_error_in_the_middle_of_a_sweep_stops_it_before_its_first_job(f
     assert not (tmp_path / "sweep").exists()
 
 
-def test_a_run_complete_under_another_folder_name_is_not_trained_again(make_config, fashion_root, tmp_path):
+def test_a_run_complete_under_another_folder_name_is_not_trained_again_and_a_failed_job_is_named(
+        make_config, fashion_root, tmp_path):
     sweep = tmp_path / "sweep"
     done = sweep / "dropout.rate=0.1"
     done.mkdir(parents=True)
     (done / "config.yaml").write_text(yaml.safe_dump(
         make_config("trainer.threads=1", "trainer.epochs=1", "dropout.rate=0.1")))
     (done / "summary.json").write_text(json.dumps({"status": "complete", "test_acc": 50.0, "mean_shift": 1.5}))
-    result = run_cli(*smoke_sweep(fashion_root, sweep, "dropout.rate=0.1", "seed=0"))
-    assert result.returncode == 0, result.stderr
+    damaged = sweep / "dropout.rate=0.1,seed=1,trainer.device=cpu,trainer.epochs=1,trainer.threads=1"
+    damaged.mkdir()
+    (damaged / "config.yaml").write_text("seed: 1\nmodel: [unclosed\n")
+    args = smoke_sweep(fashion_root, sweep, "dropout.rate=0.1", "seed=0,1")
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stderr
     assert f"the same run (its setting and seed) is complete in {done}; skipping it" in result.stdout
-    assert result.stdout.splitlines()[-1] == f"varshift-train: every job of the sweep in {sweep} is complete (1 jobs)"
-    assert sorted(path.name for path in sweep.iterdir()) == ["dropout.rate=0.1", "multirun.yaml"]
+    assert f"varshift-train: error: {damaged / 'config.yaml'}: config.yaml is damaged" in result.stderr
+    assert result.stderr.splitlines()[-1] == (f"varshift-train: 1 of 2 jobs of the sweep in {sweep} are complete; "
+                                              "failed: seed=1; continue with: varshift-train " + shlex.join(args)
+                                              + " (complete and diverged runs are skipped)")
+    assert sorted(path.name for path in sweep.iterdir()) == sorted([done.name, damaged.name, "multirun.yaml"])
 
 
 def test_the_same_run_twice_in_one_sweep_is_refused(make_config, tmp_path):

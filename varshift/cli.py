@@ -10,18 +10,19 @@ Examples::
 
 A user's mistake (a bad config or override, missing data, a run directory in use, a launcher that cannot
 start, a full disk or a read-only folder) ends the command with one line, ``varshift-train: error: ...``, and
-exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the traceback instead. A refused run leaves no
-empty run directory behind.
+exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the traceback instead. A refused config is refused
+before Hydra makes the run's folder (``varshift.sweep.CheckedLaunch``), so it leaves no empty folder behind.
 
-A sweep (``-m``) checks every job before the first starts (``varshift.sweep.SweepReport``); then a job that
-diverges or fails does not stop it, a run already complete in another folder of the sweep is not trained again,
-and its last line names the jobs that did not complete and how to continue (exit status 1 when not all did).
+A sweep (``-m``) checks every job before the first starts; then a job that diverges or fails does not stop it, a
+run already complete in another folder of the sweep is not trained again, and its last line names the jobs that
+did not complete and how to continue (exit status 1 when not all did).
 
 Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -53,6 +54,8 @@ def train(settings: dict, run_dir: Path, in_sweep: bool) -> tuple[dict, Path]:
     twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if in_sweep else None
     if twin is not None:
         print(f"{run_dir}: the same run (its setting and seed) is complete in {twin}; skipping it")
+        with contextlib.suppress(OSError):  # the folder Hydra made for this job, unless something is in it
+            run_dir.rmdir()
         return read_run_file(twin, SUMMARY_FILE), twin
     in_joblib_worker = hydra_config.launcher._target_.endswith("JoblibLauncher")
     return run(settings, run_dir, stop_with_parent=in_joblib_worker), run_dir
@@ -62,14 +65,13 @@ def train(settings: dict, run_dir: Path, in_sweep: bool) -> tuple[dict, Path]:
 def train_app(cfg: DictConfig) -> float | None:
     from varshift.config import validate
     from varshift.errors import TrainingDiverged
-    from varshift.rundir import removed_if_empty
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     # Reported here, not only in main: Hydra would print its own line about the failed job first. A job of a
     # sweep that fails or diverges says so in one line and returns NaN: the sweep goes on, and its last line
-    # (varshift.sweep.SweepReport) counts the job from what its run directory holds.
-    with reported_user_errors(PROG, in_sweep_job=in_sweep), removed_if_empty(run_dir):
+    # (varshift.sweep.CheckedLaunch) counts the job from what its run directory holds.
+    with reported_user_errors(PROG, in_sweep_job=in_sweep):
         settings = validate(to_plain(cfg))
         try:
             summary, where = train(settings, run_dir, in_sweep)

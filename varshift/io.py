@@ -98,8 +98,9 @@ def temporary_path(path: Path) -> Path:
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
-    The file gets the mode a plain ``open`` gives (0o666 less the umask, so the group can read results), and a
-    full disk is reported as such, naming the folder; the previous version of ``path`` is then left intact.
+    The file gets the mode a plain ``open`` gives (0o666 less the umask, so the group can read results). A write
+    that fails leaves the previous version of ``path`` intact and no temporary file (where it can be removed); a
+    file-system fault is raised as a :class:`FileFault` naming ``path`` (a full disk: its folder).
     """
     path = Path(path)
     with told_as_fault("create the folder", path.parent):

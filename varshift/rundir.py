@@ -118,17 +118,6 @@ def locked(run_dir: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def removed_if_empty(folder: str | Path) -> Iterator[None]:
-    """On the way out, however it ends, remove ``folder`` if it is an empty folder: a refused or skipped run
-    leaves no empty run directory behind."""
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # not empty, not there, or on a read-only file system
-            Path(folder).rmdir()
-
-
 def remove_stale_temporary_files(run_dir: str | Path) -> list[Path]:
     """Remove the temporary files of atomic writes that a killed process left (only with the lock held)."""
     stale = sorted(Path(run_dir).glob(f".*{TMP_SUFFIX}"))

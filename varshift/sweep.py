@@ -1,10 +1,11 @@
-"""The jobs of a ``varshift-train -m`` sweep: checked before any of them is launched, reported when it ends.
+"""The jobs of ``varshift-train``: checked before Hydra makes their folders, and a sweep's report when it ends.
 
-A sweep whose settings are wrong, or whose data is missing, would fail the same way in each of its jobs.
-:func:`check_sweep` (the recipes) and :class:`SweepReport` (``varshift-train -m`` itself, a Hydra callback)
-expand the sweep as Hydra's basic sweeper does (the preset's ``hydra.sweeper.params``, then the command line's
-overrides), compose and validate every job's config, and load each dataset once; two jobs that are the same run
-(the same setting and seed, :mod:`varshift.identity`) are refused.
+A refused config leaves no folder behind: :class:`CheckedLaunch` (a Hydra callback) validates a single run's
+config before Hydra creates its run directory. A sweep whose settings are wrong, or whose data is missing, would
+fail the same way in each of its jobs: :func:`check_sweep` (the recipes) and :class:`CheckedLaunch` (``varshift-train
+-m`` itself) expand the sweep as Hydra's basic sweeper does (the preset's ``hydra.sweeper.params``, then the command
+line's overrides), compose and validate every job's config, and load each dataset once; two jobs that are the same
+run (the same setting and seed, :mod:`varshift.identity`) are refused.
 
 A job's end is a result, whatever it is: complete, diverged (its summary.json says so) or failed (it said why
 in one line). The sweep goes on to the next job, and its last line names the jobs that did not complete and
@@ -20,7 +21,7 @@ import copy
 import shlex
 import sys
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,6 +126,14 @@ def refuse_repeated_runs(jobs: Sequence[Job]) -> None:
         first[identity] = job
 
 
+def task_config(job_config: DictConfig) -> dict:
+    """The plain config of the job whose composed config (with its ``hydra`` node) is ``job_config``."""
+    task = copy.deepcopy(job_config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return to_plain(task)
+
+
 def planned_jobs(config: DictConfig) -> list[Job]:
     """Every job of the multirun whose config is ``config``, composed as its launcher will compose it (the same
     config loader, the same timestamps), with its run directory and its validated config."""
@@ -141,10 +150,7 @@ def planned_jobs(config: DictConfig) -> list[Job]:
                 job_config.hydra.job.num = index
             hydra_config.set_config(job_config)  # ${hydra:job.override_dirname} resolves from it
             run_dir = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
-            task = copy.deepcopy(job_config)
-            with read_write(task), open_dict(task):
-                del task["hydra"]
-            planned.append(Job(job_label(job, jobs), run_dir, validated_job(to_plain(task), job, jobs)))
+            planned.append(Job(job_label(job, jobs), run_dir, validated_job(task_config(job_config), job, jobs)))
     finally:
         hydra_config.cfg = previous
     return planned
@@ -163,24 +169,33 @@ def listed(labels: Sequence[str]) -> str:
     return ", ".join(labels[:SHOWN_JOBS]) + (f" and {more} more" if more > 0 else "")
 
 
-class SweepReport(Callback):
-    """``varshift-train -m``: every job validated (and its data loaded) before the first starts, two jobs of one
-    run refused, and the sweep's last line (:meth:`report`)."""
+def stopped_on_error(check: Callable[[], None]) -> None:
+    """Run ``check``; its error ends the command (one line for a user's mistake, else the traceback). Hydra turns
+    a callback's exception into a warning and goes on: only SystemExit stops it."""
+    try:
+        with reported_user_errors(PROG):
+            check()
+    except Exception:  # a bug, or --debug
+        traceback.print_exc()
+        raise SystemExit(1) from None
 
-    launched: SweepReport | None = None  # the sweep under way in this process, for the report of an interrupt
+
+class CheckedLaunch(Callback):
+    """``varshift-train``: a run's config validated before Hydra makes its folder; with ``-m``, every job
+    validated (and its data loaded) before the first starts, two jobs of one run refused, and the sweep's last
+    line (:meth:`report`)."""
+
+    launched: CheckedLaunch | None = None  # the sweep under way in this process, for the report of an interrupt
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
         self.sweep_dir = Path()
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        stopped_on_error(lambda: validate(task_config(config)))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns a callback's exception into a warning and launches the sweep anyway: only SystemExit stops it.
-        try:
-            with reported_user_errors(PROG):
-                self.plan(config)
-        except Exception:  # a bug, or --debug
-            traceback.print_exc()
-            raise SystemExit(1) from None
+        stopped_on_error(lambda: self.plan(config))
 
     def plan(self, config: DictConfig) -> None:
         if not str(config.hydra.sweeper._target_).endswith("BasicSweeper"):
@@ -190,10 +205,10 @@ class SweepReport(Callback):
         if str(config.hydra.launcher._target_).endswith(LOCAL_LAUNCHERS):
             check_data([job.config for job in self.jobs])
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        SweepReport.launched = self
+        CheckedLaunch.launched = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if SweepReport.launched is self and not self.report():
+        if CheckedLaunch.launched is self and not self.report():
             raise SystemExit(1)
 
     def outcome(self, job: Job, interrupted: bool) -> tuple[str, str]:
@@ -212,7 +227,7 @@ class SweepReport(Callback):
 
     def report(self, interrupted: bool = False) -> bool:
         """Print the sweep's last line; whether every job completed."""
-        SweepReport.launched = None
+        CheckedLaunch.launched = None
         by_kind: dict[str, list[str]] = {}
         for job in self.jobs:
             kind, detail = self.outcome(job, interrupted)
@@ -240,7 +255,7 @@ def reported_sweep() -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Exception) as error:
-        sweep = SweepReport.launched
+        sweep = CheckedLaunch.launched
         if sweep is None or (isinstance(error, Exception) and user_message(error) is not None):
             raise
         interrupted = isinstance(error, KeyboardInterrupt)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def test_the_atomic_write_on_a_read_only_file_system_names_the_write_not_its_cle
 
 
 def test_analysis_and_audit_into_a_read_only_folder_or_onto_a_file_are_one_line(finished_run, read_only, tmp_path,
-                                                                              capsys):
+                                                                              capsys, monkeypatch):
     source, view = read_only
     shutil.copytree(finished_run, source / "run")
 
@@ -148,6 +149,15 @@ def test_analysis_and_audit_into_a_read_only_folder_or_onto_a_file_are_one_line(
     assert analysis_error("table3", str(finished_run), "--out", str(a_file)).startswith(
         f"varshift-analysis table3: error: cannot create the folder {a_file}: File exists; something else is already "
         "there: move it away or choose another path")
+
+    # what the analysis skips is a warning of one line, not Python's two lines of source (shown as Python shows a
+    # warning outside pytest, which records them)
+    monkeypatch.setattr(warnings, "showwarning", lambda message, category, filename, lineno, file=None, line=None:
+                        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line)))
+    (source / "gone").symlink_to(tmp_path / "deleted")
+    assert analysis_main(["table3", str(source), "--out", str(tmp_path / "tables")]) == 0
+    assert capsys.readouterr().err == (f"varshift-analysis table3: warning: skipping {source / 'gone'}: it is a broken "
+                                       f"link (to {tmp_path / 'deleted'})\n")
 
     assert audit_main(["small_cnn:dataset=fashion_mnist", "--out", str(view / "audit")]) == 2
     err = capsys.readouterr().err

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import importlib
 import signal
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +89,24 @@ def interrupted_by_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def warnings_as_lines(prog: str) -> Iterator[None]:
+    """Inside, a warning (a run skipped, and why) is one line ``<prog>: warning: ...``, not Python's two lines of
+    source."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"{parser.prog} {args.artifact}"
     try:
-        with interrupted_by_sigterm():
+        with interrupted_by_sigterm(), warnings_as_lines(prog):
             if args.artifact == "report":
                 print(maker("report:write_run_report")(args.run_dir))
                 return 0

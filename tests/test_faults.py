@@ -114,8 +114,8 @@ def test_a_complete_run_is_skipped_on_a_read_only_file_system_and_a_new_one_is_o
     # a new run in an existing read-only folder: its lock file cannot be created (the same one-line report)
     with pytest.raises(FileFault) as caught:
         training.run(make_config(), view)
-    assert str(caught.value) == (f"cannot create the lock file {view / '.lock'}: Read-only file system; the file "
-                                 "system is read-only: choose a folder on a writable one")
+    assert str(caught.value) == (f"cannot create the lock file {view / '.lock'}: Read-only file system; choose a "
+                                 "folder on a writable file system")
 
 
 def test_the_atomic_write_on_a_read_only_file_system_names_the_write_not_its_cleanup(read_only):
@@ -161,8 +161,8 @@ def test_analysis_and_audit_into_a_read_only_folder_or_onto_a_file_are_one_line(
 
     assert audit_main(["small_cnn:dataset=fashion_mnist", "--out", str(view / "audit")]) == 2
     err = capsys.readouterr().err
-    assert err == (f"varshift-audit: error: cannot create the folder {view / 'audit'}: Read-only file system; the file "
-                   "system is read-only: choose a folder on a writable one\n")
+    assert err == (f"varshift-audit: error: cannot create the folder {view / 'audit'}: Read-only file system; choose a "
+                   "folder on a writable file system\n")
 
 
 # -- a full disk --

@@ -51,7 +51,9 @@ def train(settings: dict, run_dir: Path, in_sweep: bool) -> tuple[dict, Path]:
     from varshift.training import run
 
     hydra_config = HydraConfig.get()
-    twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if in_sweep else None
+    # a folder with a summary of its own is for run() to judge (complete, diverged, damaged)
+    unjudged = in_sweep and not (run_dir / SUMMARY_FILE).exists()
+    twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if unjudged else None
     if twin is not None:
         print(f"{run_dir}: the same run (its setting and seed) is complete in {twin}; skipping it")
         with contextlib.suppress(OSError):  # the folder Hydra made for this job, unless something is in it

@@ -30,7 +30,7 @@ HASH_HEADER = re.compile(rb"varshift-sha256 ([0-9a-f]{64}) (\d+)\n")
 FAULT_ADVICE = {
     errno.ENOSPC: ("write to", "free space on that file system or choose a folder on another one"),
     errno.EDQUOT: ("write to", "free space within your quota or choose a folder on another file system"),
-    errno.EROFS: ("write to", "the file system is read-only: choose a folder on a writable one"),
+    errno.EROFS: ("write to", "choose a folder on a writable file system"),
     errno.EACCES: ("access", "check its permissions, or choose a folder you may write to"),
     errno.EPERM: ("access", "check its permissions, or choose a folder you may write to"),
     errno.ENOTDIR: ("use as a folder", "a part of that path is a file, not a folder: move the file away or choose "

@@ -156,11 +156,14 @@ def planned_jobs(config: DictConfig) -> list[Job]:
     return planned
 
 
-def continue_command(sweep_dir: Path) -> str:
-    """This command line again, with its sweep folder fixed (a folder named by the time would be a new one)."""
+def continue_command(sweep_dir: Path, *overrides: str) -> str:
+    """This command line again, with its sweep folder fixed (a folder named by the time would be a new one), and
+    ``overrides`` (``key=value``) where it does not set their keys already."""
     args = sys.argv[1:]
-    if not any(arg.startswith("hydra.sweep.dir=") for arg in args):
-        args = [*args, f"hydra.sweep.dir={sweep_dir}"]
+    for override in (f"hydra.sweep.dir={sweep_dir}", *overrides):
+        key = override.split("=")[0]
+        if not any(arg.lstrip("+").startswith(f"{key}=") for arg in args):
+            args = [*args, override]
     return f"{PROG} {shlex.join(args)}"
 
 
@@ -238,11 +241,11 @@ class CheckedLaunch(Callback):
             return True
         pieces = [f"{complete} of {len(self.jobs)} jobs of the sweep in {self.sweep_dir} are complete",
                   *(f"{kind}: {listed(labels)}" for kind, labels in by_kind.items())]
-        command = continue_command(self.sweep_dir)
         if by_kind.keys() - {"diverged"}:
-            pieces.append(f"continue with: {command} (complete and diverged runs are skipped)")
+            pieces.append(f"continue with: {continue_command(self.sweep_dir)} (complete and diverged runs are skipped)")
         if "diverged" in by_kind:
-            pieces.append(f"to train the diverged ones again: {command} retry_diverged=true")
+            retry = continue_command(self.sweep_dir, "retry_diverged=true")
+            pieces.append(f"to train the diverged ones again: {retry}")
         print(f"{PROG}: " + "; ".join(pieces), file=sys.stderr)
         return False
 

@@ -1,5 +1,6 @@
-"""Results you can trust: one config and one process per run directory, nothing non-finite kept, checkpoints
-that name their damage, files the group can read, and wandb that never stops a run."""
+"""Results you can trust: one config and one process per run directory, nothing non-finite kept (a diverged run is
+recorded as such), checkpoints and run files that name their damage, files the group can read, wandb that never
+stops a run, and a run counted once however many folders hold it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import yaml
 
 from varshift import training
+from varshift.analysis.collect import collect
 from varshift.io import CorruptFile, atomic_write, atomic_write_text
 from varshift.rundir import LOCK_FILE, RunDirInUse, locked
 from varshift.tracking import WANDB_TIMEOUT_S, RunRecorder
@@ -179,6 +181,13 @@ def test_an_early_stopped_run_interrupted_before_its_summary_does_not_train_on(m
 
 # -- item 6: nothing non-finite is kept --
 
+def assert_diverged(run_dir: Path, epoch: int, checkpoint_epoch: int) -> None:
+    """The run's summary.json says it diverged, in which epoch, and which checkpoint it kept."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epoch"], summary["checkpoint_epoch"]) == ("diverged", epoch, checkpoint_epoch)
+    assert summary["error"].startswith(f"training diverged in epoch {epoch}: ")
+
+
 def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, tmp_path, monkeypatch):
     evaluate = Trainer.evaluate
     monkeypatch.setattr(Trainer, "evaluate", lambda self, loader, label: (
@@ -186,7 +195,7 @@ def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_c
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the test loss became nan.*checkpoint \(epoch 1\)"):
         training.run(make_config("trainer.epochs=3"), tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
-    assert not (tmp_path / "summary.json").exists()
+    assert_diverged(tmp_path, epoch=2, checkpoint_epoch=1)
 
 
 def test_a_non_finite_bn_buffer_is_never_checkpointed(make_config, tmp_path, monkeypatch):
@@ -215,7 +224,8 @@ def test_a_non_finite_variance_probe_is_refused(make_config, tmp_path, monkeypat
     monkeypatch.setattr(trainer_module, "measure_variance_shift", infinite_shift)
     with pytest.raises(TrainingDiverged, match=r"epoch 1: the variance probe \(probe\) of BN layer features.0.bn"):
         training.run(make_config("trainer.epochs=2", "probe.every=1"), tmp_path)
-    assert not (tmp_path / CHECKPOINT).exists() and not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / CHECKPOINT).exists()
+    assert_diverged(tmp_path, epoch=1, checkpoint_epoch=0)
 
 
 def test_records_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
@@ -361,3 +371,92 @@ def test_a_complete_run_skipped_by_the_command_line_keeps_every_file_as_it_was(m
                              f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=DEADLINE_S)
     assert result.returncode == 0 and "is complete; skipping it" in result.stdout, result.stderr
     assert snapshot(tmp_path) == before
+
+
+# -- a run's identity is its setting and seed, not its folder's name --
+
+def write_run(run_dir: Path, config: dict, status: str | None = "complete") -> Path:
+    """A run directory as varshift-train leaves it: config.yaml, and summary.json unless ``status`` is None."""
+    run_dir.mkdir(parents=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config))
+    if status is not None:
+        (run_dir / "summary.json").write_text(json.dumps({"status": status, "test_error": 10.0}) + "\n")
+    return run_dir
+
+
+def setting(seed: int, rate: float = 0.1, root: str = "/data") -> dict:
+    return {"seed": seed, "dropout": {"kind": "bernoulli", "rate": rate}, "dataset": {"name": "mnist", "root": root},
+            "trainer": {"progress": True}}
+
+
+def test_a_run_found_in_two_folders_is_counted_once_and_both_are_named(tmp_path):
+    sweep = tmp_path / "sweep"
+    first = write_run(sweep / "dropout.rate=0.1", setting(0))
+    # the same sweep relaunched with seed=0 spelt out, another data copy: the same run in another folder
+    again = write_run(sweep / "dropout.rate=0.1,seed=0", setting(0, root="/copy"))
+    write_run(sweep / "dropout.rate=0.1,seed=1", setting(1))
+    write_run(sweep / "dropout.rate=0.3,seed=0", setting(0, rate=0.3))
+    with pytest.warns(UserWarning) as caught:
+        runs = collect([sweep])
+    assert sorted(zip(runs["dropout.rate"], runs["seed"], strict=True)) == [(0.1, 0), (0.1, 1), (0.3, 0)]
+    assert runs["run_dir"].tolist().count(str(first)) == 1
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith(f"skipping {again}: it is the same run (the same setting and seed) as {first}")
+
+
+def test_run_discovery_follows_links_once_and_says_what_it_skipped(tmp_path):
+    store, links = tmp_path / "store", tmp_path / "links"
+    write_run(store / "a", setting(0))
+    write_run(store / "b", setting(1))
+    links.mkdir()
+    (links / "a").symlink_to(store / "a")
+    (links / "also_a").symlink_to(store / "a")
+    (links / "b").symlink_to(store / "b")
+    (links / "loop").symlink_to(links)
+    (links / "gone").symlink_to(tmp_path / "deleted")
+    with pytest.warns(UserWarning) as caught:
+        runs = collect([links])
+    assert sorted(runs["run_dir"]) == [str(links / "a"), str(links / "b")]
+    assert sorted(str(w.message) for w in caught) == [
+        f"skipping {links / 'also_a'}: it leads to {links / 'a'}, which is searched already",
+        f"skipping {links / 'gone'}: it is a broken link (to {tmp_path / 'deleted'})",
+        f"skipping {links / 'loop'}: it leads to {links}, which is searched already"]
+
+
+# -- a damaged or foreign run directory is named in one line, with how to recover --
+
+@pytest.mark.parametrize("name,text,problem,recovery", [
+    (CONFIG_FILE, "seed: 0\nmodel: [unclosed\n", "config.yaml is damaged (ParserError", "or delete {path} to train"),
+    (CONFIG_FILE, "project: another tool\nepochs: 3\n", "is not the config of a varshift run (it has no seed, dataset",
+     "move the folder away"),
+    ("summary.json", "", "summary.json is empty", "delete {path} to finish the run again from its checkpoint"),
+])
+def test_a_damaged_or_foreign_run_file_is_named_with_how_to_recover(make_config, tmp_path, name, text, problem,
+                                                                   recovery):
+    path = tmp_path / name
+    if name != CONFIG_FILE:
+        (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(make_config()))
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        training.run(make_config(), tmp_path)
+    message = str(caught.value)
+    assert message.startswith(str(path)) and problem in message and recovery.format(path=path) in message, message
+    assert "\n" not in message
+
+
+# -- a diverged run is a result: recorded, skipped by a rerun, trained again when asked --
+
+def test_a_diverged_run_is_skipped_by_a_rerun_unless_retry_diverged(make_config, tmp_path):
+    cfg = make_config("optim.lr=1e30", "trainer.epochs=1")
+    with pytest.raises(TrainingDiverged, match="^training diverged in epoch 1: the training loss became nan"):
+        training.run(cfg, tmp_path)
+    assert_diverged(tmp_path, epoch=1, checkpoint_epoch=0)
+    before = snapshot(tmp_path)
+    with pytest.raises(TrainingDiverged, match=rf"^{re.escape(str(tmp_path))} diverged in epoch 1 .*skipping it: "
+                                               r"retry_diverged=true trains it again from the start"):
+        training.run(cfg, tmp_path)
+    assert snapshot(tmp_path) == before
+    with pytest.raises(TrainingDiverged, match="^training diverged in epoch 1"):
+        training.run(make_config("optim.lr=1e30", "trainer.epochs=1", "retry_diverged=true"), tmp_path)
+    assert (tmp_path / "summary.json").stat().st_mtime_ns != before[Path("summary.json")][1]
+    assert_diverged(tmp_path, epoch=1, checkpoint_epoch=0)

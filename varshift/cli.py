@@ -9,20 +9,28 @@ Examples::
     varshift-train --presets                         # the experiment presets, one line each
 
 A user's mistake (a bad config or override, missing data, a run directory in use, a launcher that cannot
-start) ends the command with one line, ``varshift-train: error: ...``, and exit status 2; ``--debug`` (or
-``HYDRA_FULL_ERROR=1``) shows the traceback instead.
+start, a full disk or a read-only folder) ends the command with one line, ``varshift-train: error: ...``, and
+exit status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the traceback instead. A refused config is refused
+before Hydra makes the run's folder (``varshift.sweep.CheckedLaunch``), so it leaves no empty folder behind.
+
+A sweep (``-m``) checks every job before the first starts; then a job that diverges or fails does not stop it, a
+run already complete in another folder of the sweep is not trained again, and its last line names the jobs that
+did not complete and how to continue (exit status 1 when not all did).
 
 Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from varshift.config import register_schema, to_plain
@@ -35,23 +43,51 @@ PROG = "varshift-train"
 register_schema()
 
 
+def train(settings: dict, run_dir: Path, in_sweep: bool) -> tuple[dict, Path]:
+    """The run's summary and folder: ``run_dir`` trained or resumed, or (in a sweep) another folder of the sweep
+    that holds the complete run of the same setting and seed."""
+    from varshift.identity import SUMMARY_FILE, complete_twin
+    from varshift.rundir import read_run_file
+    from varshift.training import run
+
+    hydra_config = HydraConfig.get()
+    # a folder with a summary of its own is for run() to judge (complete, diverged, damaged)
+    unjudged = in_sweep and not (run_dir / SUMMARY_FILE).exists()
+    twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if unjudged else None
+    if twin is not None:
+        print(f"{run_dir}: the same run (its setting and seed) is complete in {twin}; skipping it")
+        with contextlib.suppress(OSError):  # the folder Hydra made for this job, unless something is in it
+            run_dir.rmdir()
+        return read_run_file(twin, SUMMARY_FILE), twin
+    in_joblib_worker = hydra_config.launcher._target_.endswith("JoblibLauncher")
+    return run(settings, run_dir, stop_with_parent=in_joblib_worker), run_dir
+
+
 @hydra.main(version_base="1.3", config_path=CONF_SEARCH_PATH, config_name="config")
 def train_app(cfg: DictConfig) -> float | None:
     from varshift.config import validate
-    from varshift.training import run
+    from varshift.errors import TrainingDiverged
 
-    # Reported here, not only in main: Hydra would print its own line about the failed job first. SystemExit
-    # passes through Hydra, so a sweep stops at its first job with a user error.
-    with reported_user_errors(PROG):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    # Reported here, not only in main: Hydra would print its own line about the failed job first. A job of a
+    # sweep that fails or diverges says so in one line and returns NaN: the sweep goes on, and its last line
+    # (varshift.sweep.CheckedLaunch) counts the job from what its run directory holds.
+    with reported_user_errors(PROG, in_sweep_job=in_sweep):
         settings = validate(to_plain(cfg))
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        in_joblib_worker = HydraConfig.get().launcher._target_.endswith("JoblibLauncher")
-        summary = run(settings, run_dir, stop_with_parent=in_joblib_worker)
-    print(f"{run_dir}: test accuracy {summary['test_acc']:.2f}%"
-          + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
-             if "test_acc_recalibrated" in summary else "")
-          + f", mean shift {summary['mean_shift']:.4f}")
-    return summary["test_acc"]
+        try:
+            summary, where = train(settings, run_dir, in_sweep)
+        except TrainingDiverged as error:
+            if not in_sweep:
+                raise
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return math.nan
+        print(f"{where}: test accuracy {summary['test_acc']:.2f}%"
+              + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
+                 if "test_acc_recalibrated" in summary else "")
+              + f", mean shift {summary['mean_shift']:.4f}")
+        return summary["test_acc"]
+    return math.nan
 
 
 def main() -> None:
@@ -65,7 +101,9 @@ def main() -> None:
     request_tracebacks(debug)
     # Hydra then raises its composition errors (a bad override, an unknown group option) instead of printing them.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    with reported_user_errors(PROG):
+    from varshift.sweep import reported_sweep
+
+    with reported_user_errors(PROG), reported_sweep():
         train_app()
 
 

@@ -1,4 +1,5 @@
-"""One process per run directory: an exclusive lock, and removal of what a killed process left behind.
+"""One process per run directory: an exclusive lock, removal of what a killed process left behind, and the
+run's own files read back (``config.yaml``, ``summary.json``) with one line for a damaged one.
 
 Two processes training in one run directory (a double submit, a relaunch while orphaned workers still run)
 would interleave its checkpoint and records. ``locked`` lets one in and fails the other at once, naming the
@@ -19,9 +20,37 @@ from datetime import datetime
 from pathlib import Path
 
 from varshift.errors import RunDirInUse
-from varshift.io import TMP_SUFFIX
+from varshift.identity import CONFIG_FILE, SUMMARY_FILE
+from varshift.io import TMP_SUFFIX, DamagedFile, read_mapping, told_as_fault
 
 LOCK_FILE = ".lock"
+# The top-level keys every varshift config.yaml has: a config.yaml without them belongs to another program.
+CONFIG_KEYS = ("seed", "dataset", "model", "dropout", "optim", "trainer")
+RECOVERY = {
+    CONFIG_FILE: "move the folder away to keep it and choose another run directory, or delete {path} to train "
+                 "in it again",
+    SUMMARY_FILE: "delete {path} to finish the run again from its checkpoint, or move the folder away to keep it",
+}
+
+
+def read_run_file(run_dir: Path, name: str) -> dict | None:
+    """The mapping in ``run_dir/name`` (``config.yaml`` or ``summary.json``), None when there is none.
+
+    Raises ValueError naming the file, what is wrong with it and how to recover, when it is damaged (empty, cut
+    short, not a mapping) or, for ``config.yaml``, not a varshift config.
+    """
+    path = Path(run_dir) / name
+    if not path.exists():
+        return None
+    try:
+        data = read_mapping(path)
+    except DamagedFile as error:
+        raise ValueError(f"{path}: {error}; {RECOVERY[name].format(path=path)}") from None
+    missing = [key for key in CONFIG_KEYS if key not in data] if name == CONFIG_FILE else []
+    if missing:
+        raise ValueError(f"{path} is not the config of a varshift run (it has no {', '.join(missing)}); "
+                         f"{RECOVERY[name].format(path=path)}")
+    return data
 
 
 def holder_description(text: str) -> str:
@@ -46,7 +75,8 @@ def acquire(run_dir: Path) -> int | None:
     """The descriptor of the locked ``.lock`` file; ``None`` where the file system cannot lock (with a warning)."""
     path = run_dir / LOCK_FILE
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        with told_as_fault("create the lock file", path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,7 +102,8 @@ def acquire(run_dir: Path) -> int | None:
 def locked(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir`` exclusively for this process, or raise ``RunDirInUse`` naming the holder."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with told_as_fault("create the run directory", run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     fd = acquire(run_dir)
     if fd is None:
         yield

@@ -2,10 +2,15 @@
 status 2, as argparse does; the traceback instead when asked for (``--debug``, ``HYDRA_FULL_ERROR=1``).
 
 A user's mistake: a bad config or override (``ValueError``, Hydra's composition errors), missing or damaged
-data, a run directory that another process holds, a SLURM launcher where SLURM is missing.
+data, a run directory that another process holds, a SLURM launcher where SLURM is missing, and a file-system
+fault (no space, a read-only file system, no permission, a file where a folder should be: one line naming the
+operation, the path and what to do, :func:`varshift.io.file_fault`).
 
 A run that stops itself (its training diverged, or the process that started it exited) is reported the same
 way with exit status 1: its message already says what went bad, what was kept and what to do.
+
+In a job of a sweep the line is printed and the job ends instead of the process, so that the sweep goes on to
+its next job.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from varshift.errors import DatasetCorruptedError, DatasetNotFoundError, ParentExited, RunDirInUse, TrainingDiverged
+from varshift.io import fault_message
 
 USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
 RUN_STOPS = (TrainingDiverged, ParentExited)
@@ -55,6 +61,8 @@ def user_message(err: Exception) -> str | None:
         return hydra_message(err)
     if isinstance(err, USER_ERRORS):
         return str(err)
+    if isinstance(err, OSError) and (fault := fault_message(err)) is not None:
+        return fault
     if isinstance(err, RuntimeError) and "srun" in str(err) and shutil.which("srun") is None:  # submitit's check
         return (f"{err} (hydra/launcher=slurm submits with SLURM's sbatch and srun, which are not on PATH here: "
                 "launch from a SLURM login node, or run the sweep on this machine with hydra/launcher=local)")
@@ -62,8 +70,10 @@ def user_message(err: Exception) -> str | None:
 
 
 @contextlib.contextmanager
-def reported_user_errors(prog: str) -> Iterator[None]:
-    """A user's mistake inside ends the process: one line on stderr, exit status 2 (1 for a run that stopped)."""
+def reported_user_errors(prog: str, in_sweep_job: bool = False) -> Iterator[None]:
+    """A user's mistake inside ends the process: one line on stderr, exit status 2 (1 for a run that stopped).
+    With ``in_sweep_job`` it ends the block instead (the line, then nothing raised): the job of the sweep is over,
+    and the sweep goes on."""
     try:
         yield
     except Exception as err:
@@ -73,4 +83,5 @@ def reported_user_errors(prog: str) -> Iterator[None]:
         if message is None or os.environ.get(DEBUG_ENV) == "1":
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(status) from None
+        if not in_sweep_job:
+            raise SystemExit(status) from None

@@ -21,10 +21,10 @@ MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", 
 
 SEED_KEY = "seed"
 # Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the
-# data is read from, how progress and records are shown. A run may resume with other values of them, and
-# analysis ignores them when it groups runs into settings. trainer.device and trainer.threads are not
-# neutral: other kernels round differently.
-NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify")
+# data is read from, how progress and records are shown, whether a diverged run is tried again. A run may
+# resume with other values of them, and analysis ignores them when it groups runs into settings.
+# trainer.device and trainer.threads are not neutral: other kernels round differently.
+NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify", "retry_diverged")
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")

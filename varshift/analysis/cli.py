@@ -6,16 +6,24 @@ and table6, while the figures and table1 need the per-layer files of run directo
 of test error report the final epoch's, or with ``--epoch best`` the best epoch's.
 
 ``varshift-analysis report RUN_DIR`` writes one run's report.md (curves, shift, results) into RUN_DIR.
+
+Every file is written atomically: an analysis stopped by Ctrl-C or ``kill`` leaves the files it finished and no
+half-written or temporary one; a file-system fault (``--out`` naming a file, a read-only or full disk) is one
+line naming the path, what could not be done and what to do.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-from collections.abc import Callable, Sequence
+import signal
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from varshift.io import fault_message
 from varshift.paths import results_dir, sweep_dir
 from varshift.vocabulary import EPOCHS, SCALES
 
@@ -67,24 +75,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``) raises KeyboardInterrupt inside, as Ctrl-C does, so that a file being written
+    is removed instead of left half-written (the atomic writes clean up on the way out)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(prog: str) -> Iterator[None]:
+    """Inside, a warning (a run skipped, and why) is one line ``<prog>: warning: ...``, not Python's two lines of
+    source."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.artifact}"
     try:
-        if args.artifact == "report":
-            print(maker("report:write_run_report")(args.run_dir))
-            return 0
-        if bool(args.run_dirs) == bool(args.wandb):
-            parser.error("give either run folders or --wandb PROJECT (one of the two)")
-        if args.entity and not args.wandb:
-            parser.error("--entity only goes with --wandb")
-        collect = maker("collect:collect_wandb" if args.wandb else "collect:collect")
-        runs = collect(args.wandb, args.entity) if args.wandb else collect(args.run_dirs)
-        options = {"epoch": args.epoch} if ARTIFACTS[args.artifact].epoch else {}
-        written = [path for name in ARTIFACTS[args.artifact].makers
-                   for path in maker(name)(runs, args.out, **options)]
+        with interrupted_by_sigterm(), warnings_as_lines(prog):
+            if args.artifact == "report":
+                print(maker("report:write_run_report")(args.run_dir))
+                return 0
+            if bool(args.run_dirs) == bool(args.wandb):
+                parser.error("give either run folders or --wandb PROJECT (one of the two)")
+            if args.entity and not args.wandb:
+                parser.error("--entity only goes with --wandb")
+            collect = maker("collect:collect_wandb" if args.wandb else "collect:collect")
+            runs = collect(args.wandb, args.entity) if args.wandb else collect(args.run_dirs)
+            options = {"epoch": args.epoch} if ARTIFACTS[args.artifact].epoch else {}
+            written = [path for name in ARTIFACTS[args.artifact].makers
+                       for path in maker(name)(runs, args.out, **options)]
     except ValueError as err:
-        parser.exit(2, f"{parser.prog} {args.artifact}: error: {err}\n")
+        parser.exit(2, f"{prog}: error: {err}\n")
+    except OSError as err:
+        if (message := fault_message(err)) is None:
+            raise
+        parser.exit(2, f"{prog}: error: {message}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{prog}: interrupted; the files written are complete, and none is left half-written\n")
     for path in written:
         print(path)
     print(f"{args.artifact}: {len(runs)} runs, {len(written)} files in {args.out}")

@@ -17,56 +17,57 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from varshift.identity import CONFIG_FILE, SUMMARY_FILE, run_identity
+from varshift.io import DamagedFile, complete_text, read_mapping
 from varshift.vocabulary import flatten, setting_keys
 
-CONFIG_FILE, SUMMARY_FILE = "config.yaml", "summary.json"
 RECORD_FILES = {"variance": "variance.csv", "alignment": "alignment.csv", "metrics": "metrics.jsonl"}
 SETTING_KEYS = "setting_keys"  # the column that lists each run's setting columns
 
 
-class DamagedFile(ValueError):
-    """A run's file that cannot be read: cut short, or not the format it should be."""
-
-
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
-    """Every run directory (a folder with ``config.yaml`` or ``summary.json``) under ``paths``."""
-    found = set()
+    """Every run directory (a folder with ``config.yaml`` or ``summary.json``) at or under ``paths``, in the order
+    found, following links to folders.
+
+    A folder is searched once, however many links lead to it: a link back to a folder already searched (a loop,
+    or a second way to one run) is skipped with a warning, as are broken links and folders that cannot be read.
+    A folder inside a run directory is not a run (wandb keeps a config.yaml of its own in the run's wandb/).
+    """
+    found: list[Path] = []
+    searched: dict[tuple[int, int], Path] = {}
     for path in map(Path, paths):
         if not path.is_dir():
             raise ValueError(f"run folder {str(path)!r} does not exist or is not a folder")
-        found.update(marker.parent for name in (CONFIG_FILE, SUMMARY_FILE) for marker in path.rglob(name))
-    # a folder inside a run directory is not a run (wandb keeps a config.yaml of its own in the run's wandb/)
-    return sorted(run for run in found if not any(parent in found for parent in run.parents))
-
-
-def complete_text(path: Path) -> str:
-    """The text of ``path``; DamagedFile when its last line has no end (every varshift file ends with one)."""
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as error:
-        raise DamagedFile(f"{path.name} is not text ({error})") from None
-    if not text.endswith("\n"):
-        raise DamagedFile(f"{path.name} is cut short (its last line has no end)")
-    return text
-
-
-def read_mapping(path: Path) -> dict:
-    """A JSON or YAML file holding one mapping; DamagedFile when it is cut short or not a mapping."""
-    text = complete_text(path)
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise DamagedFile(f"{path.name} is damaged ({type(error).__name__}: {error})") from None
-    if not isinstance(data, dict):
-        raise DamagedFile(f"{path.name} holds a {type(data).__name__}, not a mapping")
-    return data
+        pending = [path]
+        while pending:
+            folder = pending.pop()
+            try:
+                status = folder.stat()
+                entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            except OSError as error:
+                skip(folder, f"it cannot be read ({error.strerror})")
+                continue
+            key = (status.st_dev, status.st_ino)
+            if key in searched:
+                skip(folder, f"it leads to {searched[key]}, which is searched already")
+                continue
+            searched[key] = folder
+            if any(entry.name in (CONFIG_FILE, SUMMARY_FILE) and entry.is_file() for entry in entries):
+                found.append(folder)
+                continue
+            for entry in reversed(entries):  # the stack pops them in name order
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    skip(entry.path, f"it is a broken link (to {os.readlink(entry.path)})")
+    return found
 
 
 def plain_values(row: Mapping) -> dict:
@@ -85,8 +86,9 @@ def skip(run: str | Path, reason: str) -> None:
     warnings.warn(f"skipping {run}: {reason}", stacklevel=3)
 
 
-def read_run(run_dir: Path) -> dict | None:
-    """The row of a complete run; None (with a warning) for a run that is unfinished or cannot be read."""
+def read_run(run_dir: Path) -> tuple[dict, dict] | None:
+    """The config and the summary of a complete run; None (with a warning) for a run that is unfinished or cannot
+    be read."""
     summary_path, config_path = run_dir / SUMMARY_FILE, run_dir / CONFIG_FILE
     if not summary_path.exists():
         skip(run_dir, f"it has no {SUMMARY_FILE} (the run has not finished)")
@@ -102,7 +104,21 @@ def read_run(run_dir: Path) -> dict | None:
     if summary.get("status") != "complete":
         skip(run_dir, f"{SUMMARY_FILE} has status {summary.get('status')!r}, not 'complete'")
         return None
-    return run_row(config, summary, {"run_dir": str(run_dir)})
+    return config, summary
+
+
+def counted_once(runs: Iterable[tuple[str, dict, dict]]) -> Iterable[tuple[str, dict, dict]]:
+    """The ``(where, config, summary)`` runs, each identity (setting and seed) once: a run found again under
+    another name (a sweep relaunched with ``seed=0`` spelt out) is the same run, not a second seed."""
+    counted: dict = {}
+    for where, config, summary in runs:
+        identity = run_identity(config)
+        if identity in counted:
+            skip(where, f"it is the same run (the same setting and seed) as {counted[identity]}, which is counted "
+                        "once")
+            continue
+        counted[identity] = where
+        yield where, config, summary
 
 
 def runs_frame(rows: list[dict], where: str) -> pd.DataFrame:
@@ -115,7 +131,8 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per complete run found at or under ``paths`` (run directories and multirun folders mixed).
 
     Runs that are unfinished (no ``summary.json``, or a status other than ``complete``) or whose
-    ``summary.json`` or ``config.yaml`` cannot be read are skipped with a warning.
+    ``summary.json`` or ``config.yaml`` cannot be read are skipped with a warning, and so is a run found a second
+    time in another folder (the same setting and seed, :mod:`varshift.identity`).
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -123,7 +140,8 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     run_dirs, where = find_run_dirs(paths), ", ".join(map(str, paths))
     if not run_dirs:
         raise ValueError(f"no run directories (with {CONFIG_FILE} or {SUMMARY_FILE}) under {where}")
-    rows = [row for row in map(read_run, run_dirs) if row is not None]
+    runs = ((str(run_dir), *run) for run_dir in run_dirs if (run := read_run(run_dir)) is not None)
+    rows = [run_row(config, summary, {"run_dir": run_dir}) for run_dir, config, summary in counted_once(runs)]
     return runs_frame(rows, f"the {len(run_dirs)} run directories under {where}")
 
 
@@ -136,7 +154,7 @@ def collect_wandb(project: str, entity: str | None = None) -> pd.DataFrame:
     import wandb  # only this function needs wandb
 
     path = f"{entity}/{project}" if entity else project
-    rows = []
+    complete = []
     for run in wandb.Api().runs(path):
         # wandb's own keys (_step, ...) and the per-epoch logs (mean_shift/final, ...) are not summary.json's
         summary = {key: value for key, value in dict(run.summary).items()
@@ -145,7 +163,8 @@ def collect_wandb(project: str, entity: str | None = None) -> pd.DataFrame:
             skip(f"wandb run {'/'.join(run.path)}", f"its summary has status {summary.get('status')!r}, "
                                                     "not 'complete'")
             continue
-        rows.append(run_row(run.config, summary, {"wandb_path": "/".join(run.path)}))
+        complete.append(("/".join(run.path), dict(run.config), summary))
+    rows = [run_row(config, summary, {"wandb_path": where}) for where, config, summary in counted_once(complete)]
     return runs_frame(rows, f"wandb project {path!r}")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from varshift.audit.auditor import audit
 from varshift.audit.report import console_text, csv_text, markdown_text
 from varshift.audit.targets import FORMS, TargetError, load_target
-from varshift.io import atomic_write_text
+from varshift.io import atomic_write_text, fault_message
 
 DESCRIPTION = """\
 Audit a model for the variance shift between dropout and batch normalization (Li et al., CVPR 2019).
@@ -85,7 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(console_text(report, args.target), end="")
     if args.out is not None:
-        for path in (atomic_write_text(args.out / "audit.md", markdown_text(report, args.target)),
-                     atomic_write_text(args.out / "audit.csv", csv_text(report))):
-            print(f"wrote {path}")
+        try:
+            for path in (atomic_write_text(args.out / "audit.md", markdown_text(report, args.target)),
+                         atomic_write_text(args.out / "audit.csv", csv_text(report))):
+                print(f"wrote {path}")
+        except OSError as error:
+            if (message := fault_message(error)) is None:
+                raise
+            print(f"varshift-audit: error: {message}", file=sys.stderr)
+            return 2
     return report.exit_code

@@ -145,6 +145,7 @@ class ScaleConfig:
 class Config:
     experiment_name: str = "default"
     seed: int = 0
+    retry_diverged: bool = False  # train a run whose summary.json says it diverged again (else it is skipped)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dropout: DropoutConfig = field(default_factory=DropoutConfig)

@@ -14,9 +14,11 @@ import dataclasses
 import itertools
 import math
 
-from varshift.checks import one_of, refuse, require
+from varshift.checks import one_of, refuse, require, whole_number
 from varshift.config.schema import Config, schema_fields
 from varshift.vocabulary import SCALES, flatten
+
+MAX_SEED = 2**32 - 1
 
 
 def check_known_keys(tree: dict, schema: type, prefix: str = "") -> None:
@@ -34,6 +36,11 @@ def check_finite(cfg: dict) -> None:
     for key, value in flatten(cfg).items():
         numbers = value if isinstance(value, list) else [value]
         require(all(math.isfinite(n) for n in numbers if isinstance(n, float)), key, value, "finite numbers only")
+
+
+def check_seed(seed) -> None:
+    """numpy takes seeds in [0, 2**32 - 1] (torch and Python more): one range for all three."""
+    require(whole_number("seed", seed, 0) <= MAX_SEED, "seed", seed, f"a whole number in [0, {MAX_SEED}]")
 
 
 def check_switch(key: str, value) -> None:
@@ -98,6 +105,7 @@ def validate(cfg: dict) -> dict:
     try:
         check_known_keys(cfg, Config)
         check_finite(cfg)
+        check_seed(cfg["seed"])
         one_of("scale.name", cfg["scale"]["name"], SCALES)
         check_dataset_config(cfg["dataset"])
         check_dropout_config(cfg["dropout"])

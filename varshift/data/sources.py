@@ -144,7 +144,8 @@ def _check_md5(name: str, files: list[Path], md5s: dict[str, str]) -> None:
 
 
 def _not_in_chosen_root(name: str, root: Path, folder: Path, missing: list[str]) -> str:
-    problem = "does not exist" if not root.is_dir() else "does not hold the whole dataset"
+    problem = ("is a file, not a folder" if root.is_file() else "does not exist" if not root.is_dir()
+               else "does not hold the whole dataset")
     return (
         f"dataset {name!r}: the data root {root} (chosen by dataset.root or {ROOT_VARIABLE}) {problem}: "
         f"{', '.join(missing)} not found in {folder}. A chosen root is the only place searched: correct it, "

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from varshift.identity import CONFIG_FILE
 from varshift.io import CorruptFile, atomic_write_text, read_verified, write_verified
 from varshift.vocabulary import NEUTRAL_KEYS, flatten, is_neutral
 
 CHECKPOINT = "checkpoint.pt"
-CONFIG_FILE = "config.yaml"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -45,11 +45,6 @@ def check_same_config(saved: dict, cfg: dict, source: Path) -> None:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
         raise ValueError(f"{source} was written with another config ({details}); only {', '.join(NEUTRAL_KEYS)} "
                          "may change: resume with the same config or choose a new run directory (hydra.run.dir=...)")
-
-
-def read_config(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CONFIG_FILE
-    return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
 def write_config(run_dir: Path, cfg: dict) -> None:

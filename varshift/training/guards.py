@@ -1,5 +1,6 @@
 """What stops a run before its end: a non-finite number anywhere it would be kept, or the loss of the process
-that started it. Nothing non-finite is ever checkpointed: the run stops with its last good checkpoint."""
+that started it. Nothing non-finite is ever checkpointed: the run stops with its last good checkpoint (and
+``varshift.training.trainer.run`` records the divergence in its summary.json)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def stop_if_diverged(problems: list[str], *, epoch: int, saved_epoch: int, run_d
     kept = f"keeps its last good checkpoint (epoch {saved_epoch})" if saved_epoch else "has no checkpoint yet"
     raise TrainingDiverged(
         f"training diverged in epoch {epoch}: {named}. The run stops and {kept} in {run_dir}. "
-        f"Lower optim.lr (now {lr}) or the dropout rate, or switch trainer.bf16=off.")
+        f"Lower optim.lr (now {lr}) or the dropout rate, or switch trainer.bf16=off. Its summary.json records "
+        "the divergence: a rerun skips it unless retry_diverged=true.")
 
 
 def stop_if_orphaned(parent_pid: int | None, *, epoch: int, saved_epoch: int, run_dir: Path) -> None:

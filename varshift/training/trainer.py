@@ -27,11 +27,13 @@ from torch import nn
 from varshift import theory
 from varshift.bn import recalibrate_bn
 from varshift.data import DatasetInfo, Loaders, build_loaders
+from varshift.errors import TrainingDiverged
+from varshift.identity import CONFIG_FILE, SUMMARY_FILE
 from varshift.models import build_model
 from varshift.probes import measure_variance_shift
 from varshift.progress import console_fallback, epoch_line, summary_table
-from varshift.rundir import locked, remove_stale_temporary_files
-from varshift.tracking import RunRecorder, read_summary
+from varshift.rundir import locked, read_run_file, remove_stale_temporary_files
+from varshift.tracking import RunRecorder
 from varshift.training import checkpoint, guards
 from varshift.training.loop import CountedPasses, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
@@ -271,24 +273,66 @@ class Trainer:
             self.recorder.finish_wandb(exit_code)
 
 
+def finished_summary(cfg: dict, run_dir: Path) -> dict | None:
+    """The summary of the run in ``run_dir`` if it needs no training: complete (printed as skipped) or diverged
+    (``TrainingDiverged`` unless ``cfg["retry_diverged"]``); None when it has to train. Reads, never writes.
+
+    Refuses a config that differs from the directory's ``config.yaml``, and a damaged ``config.yaml`` or
+    ``summary.json`` (one line naming it and how to recover).
+    """
+    saved = read_run_file(run_dir, CONFIG_FILE)
+    if saved is not None:
+        checkpoint.check_same_config(saved, cfg, run_dir / CONFIG_FILE)
+    summary = read_run_file(run_dir, SUMMARY_FILE)
+    status = None if summary is None else summary.get("status")
+    if status == "complete":
+        print(f"{run_dir} is complete; skipping it (delete {SUMMARY_FILE} to run it again)")
+        return summary
+    if status == "diverged" and not cfg.get("retry_diverged"):
+        kept = summary.get("checkpoint_epoch")
+        raise TrainingDiverged(f"{run_dir} diverged in epoch {summary.get('epoch')} (see its {SUMMARY_FILE}); "
+                               "skipping it: retry_diverged=true trains it again from "
+                               + (f"its checkpoint of epoch {kept}" if kept else "the start"))
+    return None
+
+
+def record_divergence(trainer: Trainer, error: TrainingDiverged) -> None:
+    """``summary.json`` with status ``diverged``: the epoch, the epoch of the checkpoint kept and why."""
+    summary = {"status": "diverged", "epoch": trainer.epoch, "checkpoint_epoch": trainer.saved_epoch,
+               "error": str(error)}
+    try:
+        trainer.recorder.write_summary(summary)
+    except OSError as write_error:  # the divergence is the news; a rerun then trains (and diverges) again
+        print(f"WARNING: {trainer.run_dir} diverged but its status could not be recorded ({write_error})",
+              file=sys.stderr)
+
+
 def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
     """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary.
 
-    The run holds ``run_dir`` until it returns (``RunDirInUse`` for a second process). A config that differs
-    from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file. ``stop_with_parent``:
-    stop (``ParentExited``, keeping the last checkpoint) once the process that called this one has exited, so
-    that the workers of a killed multirun do not train on.
+    A run that diverges records ``status: diverged`` in ``summary.json`` (with the epoch and the epoch of the last
+    good checkpoint) and raises ``TrainingDiverged``; a rerun skips it the same way unless ``cfg`` has
+    ``retry_diverged`` true. The run holds ``run_dir`` while it trains (``RunDirInUse`` for a second process). A
+    config that differs from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file, and
+    a complete run is recognised without writing anything (even on a read-only file system).
+    ``stop_with_parent``: stop (``ParentExited``, keeping the last checkpoint) once the process that called this
+    one has exited, so that the workers of a killed multirun do not train on.
     """
     run_dir = Path(run_dir)
     parent_pid = os.getppid() if stop_with_parent else None
+    summary = finished_summary(cfg, run_dir)
+    if summary is not None:
+        return summary
     with locked(run_dir):
-        saved = checkpoint.read_config(run_dir)
-        if saved is not None:
-            checkpoint.check_same_config(saved, cfg, run_dir / checkpoint.CONFIG_FILE)
-        summary = read_summary(run_dir)
-        if summary is not None and summary.get("status") == "complete":
-            print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
+        summary = finished_summary(cfg, run_dir)  # another process may have finished it in the meantime
+        if summary is not None:
             return summary
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a diverged run's, retried: the run is in progress
         remove_stale_temporary_files(run_dir)
         with console_fallback(logging.getLogger("varshift")):
-            return Trainer(cfg, run_dir, parent_pid=parent_pid).run()
+            trainer = Trainer(cfg, run_dir, parent_pid=parent_pid)
+            try:
+                return trainer.run()
+            except TrainingDiverged as error:
+                record_divergence(trainer, error)
+                raise

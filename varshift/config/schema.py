@@ -52,6 +52,8 @@ class DatasetConfig:
     std: list[float] = MISSING
     crop_padding: int = MISSING  # random crop of the image zero-padded by this many pixels per side
     flip: bool = MISSING  # random horizontal flip, probability 1/2
+    resize: int | None = None  # image folders: the shorter side of a test image before its centre crop of size
+    workers: int | None = None  # image folders: decoding processes (null: one per CPU core; 0: in the trainer)
     subset: Any = MISSING  # set by the scale: a fraction in (0, 1], a count of training images, or null (all)
     test_subset: Any = MISSING
     val_split: float = 0.0  # fraction of the training images held out as a validation set

@@ -88,7 +88,7 @@ class Trainer:
             test_batch_size=trainer["test_batch_size"], device=self.device, seed=cfg["seed"],
             subset=data["subset"], test_subset=data["test_subset"], val_split=data["val_split"],
             download=data["download"], verify=data["verify"], info=DatasetInfo.from_config(data),
-            memory_format=layout)
+            memory_format=layout, workers=data["workers"])
         info = self.loaders.info
         self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
                                  dropout=cfg["dropout"], position=cfg["dropout"]["position"],

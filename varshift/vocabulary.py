@@ -19,7 +19,8 @@ SCALES = ("smoke", "demo", "laptop", "paper")
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist", "imagenet")
 # Datasets read from image folders by worker processes (the others are held in memory, on the training device).
 FOLDER_DATASETS = ("imagenet",)
-MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8")
+MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8",
+               "resnet200", "resnext101_64x4d", "senet154", "resnet50")
 
 SEED_KEY = "seed"
 # Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the

@@ -132,6 +132,16 @@ class ProbeConfig:
 
 
 @dataclass
+class ImageNetScaleConfig:
+    """Table 5 at a scale: its networks, and the classes and image sizes of the ImageNet-layout folder it reads."""
+
+    models: list[str] = MISSING
+    num_classes: int = MISSING
+    size: int = MISSING
+    resize: int = MISSING
+
+
+@dataclass
 class ScaleConfig:
     name: str = MISSING  # a plain string: it names the sweep folder (an enum would print as ScaleName.demo)
     # The axes the experiment presets sweep at this scale (``model: ${sweep:${scale.models}}``): the paper's
@@ -141,6 +151,7 @@ class ScaleConfig:
     fig5_models: list[str] = MISSING  # Figure 5 shows two of the paper's four networks
     wrn_depth: int = MISSING  # the width preset's Wide ResNet: WRN-<wrn_depth>-<widen factor>
     widen_factors: list[int] = MISSING
+    imagenet: ImageNetScaleConfig = field(default_factory=ImageNetScaleConfig)
 
 
 @dataclass

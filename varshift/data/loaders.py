@@ -69,8 +69,11 @@ def build_loaders(
         raise ValueError(f"info is for dataset {info.name!r}, not {name!r}")
     check_val_split(val_split)  # before the load, which takes a while
     if info.reads_folders:
-        return folder_loaders(info, root, batch_size=batch_size, test_batch_size=test_batch_size, device=device,
-                              seed=seed, subset=subset, test_subset=test_subset, val_split=val_split, augment=augment,
+        splits = scan_image_folders(name, root, info.num_classes)
+        train = _balanced_files(splits.train, subset, seed, Stream.TRAIN_SUBSET, "subset")
+        test = _balanced_files(splits.test, test_subset, seed, Stream.TEST_SUBSET, "test_subset")
+        return folder_loaders(info, train, test, batch_size=batch_size, test_batch_size=test_batch_size,
+                              device=device, seed=seed, val_split=val_split, augment=augment,
                               memory_format=memory_format, workers=workers)
     splits = load_dataset(name, root, download=download, verify=verify, num_classes=info.num_classes)
     expected = [info.channels, info.size, info.size]
@@ -131,26 +134,13 @@ def loaders_over(
     )
 
 
-def folder_loaders(
-    info: DatasetInfo,
-    root: str | Path,
-    *,
-    batch_size: int,
-    test_batch_size: int,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    subset: float | int | None = None,
-    test_subset: float | int | None = None,
-    val_split: float = 0.0,
-    augment: bool = True,
-    memory_format: torch.memory_format = torch.contiguous_format,
-    workers: int | None = None,
-) -> Loaders:
-    """The loaders of ``build_loaders`` over the image folders of ``root`` (``train/`` and ``val/``, the test
-    images); ``val`` holds out ``val_split`` of the training images, seen as test images are."""
-    splits = scan_image_folders(info.name, root, info.num_classes)
-    train = _balanced_files(splits.train, subset, seed, Stream.TRAIN_SUBSET, "subset")
-    test = _balanced_files(splits.test, test_subset, seed, Stream.TEST_SUBSET, "test_subset")
+def folder_loaders(info: DatasetInfo, train: ImageFiles, test: ImageFiles, *, batch_size: int, test_batch_size: int,
+                   device: str | torch.device = "cpu", seed: int = 0, val_split: float = 0.0, augment: bool = True,
+                   memory_format: torch.memory_format = torch.contiguous_format,
+                   workers: int | None = None) -> Loaders:
+    """The loaders of ``build_loaders`` over the image files ``train`` and ``test`` of image-folder dataset ``info``;
+    ``val`` holds out ``val_split`` of the training images, seen as test images are."""
+    check_val_split(val_split)
     common = dict(size=info.size, resize=info.resize, mean=info.mean, std=info.std, device=device, seed=seed,
                   memory_format=memory_format, workers=workers)
     evaluation = dict(batch_size=test_batch_size, **common)

@@ -145,3 +145,12 @@ def test_the_config_of_an_image_folder(make_config, imagenet_root):
         check_dataset_config({**fashion, "workers": 2})
     with pytest.raises(ValueError, match="fashion_mnist resize=36 is not allowed: null"):
         check_dataset_config({**fashion, "resize": 36})
+
+
+def test_a_pass_leaves_torchs_global_generator_where_it_was(imagenet_root):
+    """The trainer's dropout masks come from it: a data pass, in the trainer or in workers, must draw nothing."""
+    for workers in (0, 1):
+        train = loaders(imagenet_root, workers=workers).train
+        state = torch.get_rng_state()
+        list(train)
+        assert torch.equal(torch.get_rng_state(), state), workers

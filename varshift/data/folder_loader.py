@@ -138,8 +138,10 @@ class FolderLoader:
         images = FolderImages(files, size=whole_number("size", size), resize=whole_number("resize", resize, size),
                               augment=bool(augment), flip=bool(flip), seed=seed)
         workers = default_workers() if workers is None else whole_number("workers", workers, 0)
+        # the DataLoader draws a seed for its workers at every pass: from a generator of its own, not from torch's
+        # global one, which gives the trainer its dropout masks (the images' draws never use it)
         self.loader = DataLoader(images, batch_sampler=self.batches, num_workers=workers,
-                                 pin_memory=self.device.type == "cuda",
+                                 pin_memory=self.device.type == "cuda", generator=torch.Generator(),
                                  prefetch_factor=PREFETCH_BATCHES if workers else None)
         self._scale, self._shift = normaliser(mean, std, self.device)
 

@@ -38,9 +38,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check varshift conf analysis tests benchmarks experiments
 
-# Loader throughput, then training throughput of the paper's four networks: full size where CUDA is available,
+# Loader throughput (in-memory datasets, then ImageNet's JPEGs), then training throughput of the paper's four networks: full size where CUDA is available,
 # scaled down (--tiny, seconds) on a CPU. `make bench BENCH_ARGS=...` passes other options to throughput.py.
 BENCH_ARGS ?= $(shell $(PY) -c "import torch; print('' if torch.cuda.is_available() else '--tiny')")
 bench: $(STAMP)
 	$(PY) benchmarks/loader_throughput.py --json results/bench/loader.json
+	$(PY) benchmarks/imagenet_loader.py --workers $(shell nproc) --json results/bench/imagenet_loader.json
 	$(PY) benchmarks/throughput.py $(BENCH_ARGS) --json results/bench/throughput.json

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small Fashion-MNIST in the real IDX layout, and composed trainer configs."""
+"""Shared fixtures: a small Fashion-MNIST in the real IDX layout, a small ImageNet-layout folder of JPEGs, and
+composed trainer configs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from varshift.config import register_schema, to_plain, validate
+from varshift.data.sample import write_imagenet_sample
 from varshift.paths import CONF_PACKAGE
 
 # One torch thread: on a 2-core CI machine two spinning OpenMP threads make small ops many times slower
@@ -47,6 +49,12 @@ def fashion_root(tmp_path_factory) -> Path:
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory) -> Path:
+    """The 10-class sample of ``python -m varshift.data.sample``: 520 training and 260 test JPEGs."""
+    return write_imagenet_sample(tmp_path_factory.mktemp("imagenet"))
 
 
 @pytest.fixture

@@ -28,6 +28,10 @@ SMALL_SIZES = {
     "small_cnn": {"channels": (4, 8), "hidden": 8},
     "mlp": {"hidden": 8, "image_size": 16},
     "preresnet14_w8": {"depth": 8},
+    "resnet200": {"layers": [1, 1, 1, 1], "width": 4},
+    "resnext101_64x4d": {"layers": [1, 1, 1, 1], "width": 4, "cardinality": 2, "base_width": 32},
+    "senet154": {"layers": [1, 1, 1, 1], "width": 4, "cardinality": 2, "base_width": 32},
+    "resnet50": {"layers": [1, 1, 1, 1], "width": 4},
 }
 
 

@@ -109,3 +109,28 @@ def test_bad_arguments_are_refused_with_a_message(throughput, capsys, argv, mess
     with pytest.raises(SystemExit):
         throughput.parse_args(["--tiny", *argv])
     assert message in capsys.readouterr().err
+
+
+def benchmark_module(name: str):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))  # the scripts import their sibling loader_throughput
+        return importlib.import_module(name)
+
+
+def test_the_imagenet_loader_benchmark_reports_both_loaders_on_the_same_jpegs(tmp_path):
+    path = tmp_path / "loader.json"
+    report = benchmark_module("imagenet_loader").main(["--images", "16", "--width", "48", "--height", "40",
+                                                       "--batch-size", "8", "--workers", "0", "--json", str(path)])
+    assert json.loads(path.read_text()) == report
+    for view in ("training", "test"):
+        rates = report[view]
+        assert rates["varshift_images_per_s"] > 0 and rates["imagefolder_images_per_s"] > 0
+        assert rates["ratio"] == pytest.approx(rates["varshift_images_per_s"] / rates["imagefolder_images_per_s"])
+
+
+def test_the_gpu_hours_of_table5_add_up_over_its_runs(capsys):
+    rows = benchmark_module("table5_gpu_hours").main(["--epochs", "90", "--seeds", "5"])
+    assert [row["network"] for row in rows] == ["resnet200", "resnext101_64x4d", "senet154"]
+    for row in rows:
+        assert row["runs"] == 10 and row["GPU-hours"] == pytest.approx(10 * row["GPU-hours/run"])
+    assert f"Table 5: {sum(row['GPU-hours'] for row in rows):,.0f} GPU-hours" in capsys.readouterr().out

@@ -135,8 +135,8 @@ def test_dataset_config_resolves_the_data_root_from_the_environment(monkeypatch)
 def test_unknown_dataset_and_inconsistent_metadata_are_rejected():
     with pytest.raises(ValueError, match=r"'svhn'.*cifar10, cifar100, fashion_mnist, mnist"):
         dataset_info("svhn")
-    with pytest.raises(ValueError, match=r"'imagenet'.*allowed"):
-        load_dataset("imagenet", "data")
+    with pytest.raises(ValueError, match=r"'tinyimagenet'.*allowed"):
+        load_dataset("tinyimagenet", "data")
     good = dict(name="mnist", num_classes=10, channels=1, size=28, mean=(0.1,), std=(0.3,))
     good.update(crop_padding=0, flip=False)
     assert DatasetInfo(**good).std == (0.3,)

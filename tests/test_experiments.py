@@ -146,11 +146,13 @@ def test_every_preset_sweeps_the_networks_and_datasets_of_its_scale(preset, scal
     jobs = validated_jobs([f"experiment={preset}", f"scale={scale}", "seed=0", *largest_swept_rate(preset)])
     named = OmegaConf.create(conf_file("scale", scale).read_text()).scale
     assert jobs and {job["scale"]["name"] for job in jobs} == {scale}
-    assert {job["dataset"]["name"] for job in jobs} <= set(named.datasets)
+    imagenet = {"datasets": ["imagenet"], "models": named.imagenet.models} if preset == "table5" else None
+    assert {job["dataset"]["name"] for job in jobs} <= set(imagenet["datasets"] if imagenet else named.datasets)
     for job in jobs:
         model = job["model"]
         wide_resnet_of_the_scale = model["name"] == "wrn28_10" and model["kwargs"]["depth"] == named.wrn_depth
-        assert model["name"] in {*named.models, *named.fig5_models} or wide_resnet_of_the_scale, model
+        allowed = imagenet["models"] if imagenet else {*named.models, *named.fig5_models}
+        assert model["name"] in allowed or wide_resnet_of_the_scale, model
 
 
 RUN_EACH_SWEEP = """
@@ -162,7 +164,7 @@ for overrides in sys.argv[1:]:
 """
 
 
-def test_every_preset_runs_at_smoke(fashion_root, tmp_path):
+def test_every_preset_runs_at_smoke(fashion_root, imagenet_root, tmp_path):
     """The first job of each preset's smoke sweep, through varshift-train -m, all in one process."""
     from hydra import initialize_config_module
 
@@ -173,8 +175,10 @@ def test_every_preset_runs_at_smoke(fashion_root, tmp_path):
     register_schema()
     with initialize_config_module(config_module=CONF_PACKAGE, version_base="1.3"):
         first_jobs = [sweep_jobs([f"experiment={preset}", "scale=smoke"])[0] for preset in PRESETS]
-    small = [f"dataset.root={fashion_root}", "dataset.download=false", "trainer.epochs=1", "trainer.threads=1"]
-    run("-c", RUN_EACH_SWEEP, *(" ".join([*job, *small]) for job in first_jobs), cwd=tmp_path)
+    small = ["dataset.download=false", "trainer.epochs=1", "trainer.threads=1"]
+    roots = {"table5": imagenet_root}  # Table 5 reads an ImageNet-layout folder
+    run("-c", RUN_EACH_SWEEP, *(" ".join([*job, f"dataset.root={roots.get(preset, fashion_root)}", *small])
+                                for preset, job in zip(PRESETS, first_jobs, strict=True)), cwd=tmp_path)
     for preset in PRESETS:
         summaries = list((tmp_path / "multirun" / preset / "smoke").glob("*/summary.json"))
         assert len(summaries) == 1, preset

@@ -258,7 +258,7 @@ def test_positions_are_the_four_documented():
     assert POSITIONS == ("none", "before_bn", "before_conv", "head")
     assert tuple(FAMILIES) == MODEL_NAMES
     assert MODEL_NAMES == ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn",
-                           "mlp", "preresnet14_w8")
+                           "mlp", "preresnet14_w8", "resnet200", "resnext101_64x4d", "senet154", "resnet50")
 
 
 def test_each_model_has_a_yaml_with_the_papers_values():
@@ -280,7 +280,7 @@ def test_each_model_has_a_yaml_with_the_papers_values():
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: build_model("resnet50"), "'resnet50' is not allowed: one of preresnet110, resnext29_8x64d"),
+    (lambda: build_model("resnet18"), "'resnet18' is not allowed: one of preresnet110, resnext29_8x64d"),
     (lambda: build_model("mlp", position="after_bn"), "'after_bn' is not allowed: one of none, before_bn"),
     (lambda: build_model("wrn28_10", width=3), "no parameter 'width'; its parameters: depth, widen_factor"),
     (lambda: build_model("preresnet110", depth=50), "depth=50 is not allowed: 9n+2"),

@@ -26,6 +26,7 @@ from varshift.rundir import LOCK_FILE, RunDirInUse, locked
 from varshift.tracking import WANDB_TIMEOUT_S, RunRecorder
 from varshift.training import CHECKPOINT, CONFIG_FILE, ParentExited, Trainer, TrainingDiverged, load_checkpoint
 from varshift.training import trainer as trainer_module
+from varshift.training.loop import Evaluation
 
 RESULT_FILES = (CONFIG_FILE, CHECKPOINT, "metrics.jsonl", "variance.csv", "alignment.csv", "summary.json")
 # a hang guard for the subprocess tests, not a measurement
@@ -191,7 +192,8 @@ def assert_diverged(run_dir: Path, epoch: int, checkpoint_epoch: int) -> None:
 def test_a_nan_test_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_config, tmp_path, monkeypatch):
     evaluate = Trainer.evaluate
     monkeypatch.setattr(Trainer, "evaluate", lambda self, loader, label: (
-        (math.nan, 10.0) if self.epoch == 2 and loader is self.loaders.test else evaluate(self, loader, label)))
+        Evaluation(math.nan, 10.0) if self.epoch == 2 and loader is self.loaders.test
+        else evaluate(self, loader, label)))
     with pytest.raises(TrainingDiverged, match=r"in epoch 2: the test loss became nan.*checkpoint \(epoch 1\)"):
         training.run(make_config("trainer.epochs=3"), tmp_path)
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1

@@ -130,7 +130,7 @@ def test_validation_split_and_early_stopping(make_config, tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("dropout.rate=-0.1", r"dropout.rate=-0.1.*\[0, 1\)"),
     ("dropout=uniform dropout.rate=1.5", r"dropout.rate=1.5.*\[0, 1\]"),
-    ("model.name=resnet50", r"model.name='resnet50'.*preresnet110"),
+    ("model.name=resnet18", r"model.name='resnet18'.*preresnet110"),
     ("optim.lr=0", r"optim.lr=0.0.*> 0"),
     ("optim.milestones=[0.8,0.2]", r"optim.milestones.*increasing fractions"),
     ("dataset.subset=2.5", r"dataset.subset=2.5.*fraction in \(0, 1\]"),
@@ -150,7 +150,7 @@ def run_cli(*args, env_extra=None):
 
 @pytest.mark.parametrize("override,expected", [
     ("dropout.position=befor_bn", ["befor_bn", "before_bn", "before_conv", "head"]),
-    ("model=resnet50", ["model/resnet50", "preresnet110", "small_cnn"]),
+    ("model=resnet18", ["model/resnet18", "preresnet110", "small_cnn"]),
     ("dropout.rate=-0.1", ["dropout.rate=-0.1", "[0, 1)"]),
     ("+trainer.epoch=2", ["trainer.epoch=2", "epochs, batch_size"]),
 ])

@@ -18,7 +18,8 @@ from tabulate import tabulate
 def epoch_line(row: dict, epochs: int) -> str:
     """``epoch 2/10: train loss 0.5123, accuracy 81.23% | test ... | lr 0.05 | 12,345 images/s`` (one metrics row)."""
     parts = [f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, accuracy {row['train_acc']:.2f}%",
-             f"test loss {row['test_loss']:.4f}, accuracy {row['test_acc']:.2f}%"]
+             f"test loss {row['test_loss']:.4f}, accuracy {row['test_acc']:.2f}%"
+             + (f", top-5 {row['test_top5_acc']:.2f}%" if "test_top5_acc" in row else "")]
     if "val_acc" in row:
         parts.append(f"validation loss {row['val_loss']:.4f}, accuracy {row['val_acc']:.2f}%")
     if "mean_shift" in row:
@@ -31,8 +32,12 @@ def summary_table(summary: dict, images_per_s: float) -> str:
     """The results of a complete run (``summary.json``) as a two-column text table."""
     rows = [("test error (%), final epoch", f"{summary['test_error']:.2f}"),
             ("test error (%), best epoch", f"{100.0 - summary['best_test_acc']:.2f}")]
+    if "test_top5_error" in summary:
+        rows.append(("top-5 test error (%), final epoch", f"{summary['test_top5_error']:.2f}"))
     if "test_error_recalibrated" in summary:
         rows.append(("test error (%) after BN recalibration", f"{summary['test_error_recalibrated']:.2f}"))
+    if "test_top5_error_recalibrated" in summary:
+        rows.append(("top-5 test error (%) after BN recalibration", f"{summary['test_top5_error_recalibrated']:.2f}"))
     rows += [("mean shift over BN layers", f"{summary['mean_shift']:.4f}"),
              ("largest shift of a BN layer", f"{summary['max_shift']:.4f}")]
     if "mean_shift_recalibrated" in summary:

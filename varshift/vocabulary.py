@@ -16,15 +16,20 @@ from collections.abc import Iterable
 DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform")
 POSITIONS = ("none", "before_bn", "before_conv", "head")
 SCALES = ("smoke", "demo", "laptop", "paper")
-DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist")
-MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8")
+DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist", "imagenet")
+# Datasets read from image folders by worker processes (the others are held in memory, on the training device).
+FOLDER_DATASETS = ("imagenet",)
+MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8",
+               "resnet200", "resnext101_64x4d", "senet154", "resnet50")
 
 SEED_KEY = "seed"
 # Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the
-# data is read from, how progress and records are shown, whether a diverged run is tried again. A run may
-# resume with other values of them, and analysis ignores them when it groups runs into settings.
-# trainer.device and trainer.threads are not neutral: other kernels round differently.
-NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify", "retry_diverged")
+# data is read from and how many processes decode it, how progress and records are shown, whether a diverged run is
+# tried again. A run may resume with other values of them, and analysis ignores them when it groups runs into
+# settings. trainer.device and trainer.threads are not neutral: other kernels round differently. dataset.workers is:
+# each image's augmentation is drawn from the seed, the epoch and the image alone, whichever process decodes it.
+NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify", "dataset.workers",
+                "retry_diverged")
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")

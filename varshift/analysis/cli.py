@@ -45,6 +45,8 @@ ARTIFACTS = {
     "fig3": Artifact("cos^2 per conv layer and d cos^2 against d", ("figures:fig3",)),
     "table3": Artifact("test error of the final model before and after BN recalibration", ("tables:table3",)),
     "table4": Artifact("test error per drop ratio of dropout after all BN layers", ("tables:table4",), epoch=True),
+    "table5": Artifact("top-1 and top-5 test error on ImageNet with and without dropout after all BN layers",
+                       ("tables:table5",)),
     "table6": Artifact("test error per beta of uniform dropout (Uout)", ("tables:table6",), epoch=True),
     "theory-vs-measured": Artifact("shift of the BN layers fed by a dropout against the theory (Eq. 7-8)",
                                    ("theory_figure:theory_vs_measured",)),

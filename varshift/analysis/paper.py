@@ -1,9 +1,10 @@
 """The paper's numbers as data (``paper_numbers.csv``, copied from the paper's tables and read off its figures).
 
-One row per number, in long form: artifact (fig4, fig5, table1, table3, table4, table6), dataset, model
+One row per number, in long form: artifact (fig4, fig5, table1, table3, table4, table5, table6), dataset, model
 (varshift's model names), position, kind, rate (drop ratio, or beta for uniform), metric (the name of the
-run column it compares with: test_error, test_error_recalibrated, mean_shift, train_acc, train_eval_acc,
-cos2, d_cos2), value, and lower_bound. Figure 4 and Figure 5 numbers were read from the plotted coordinates.
+run column it compares with: test_error, test_top5_error, test_error_recalibrated, mean_shift, train_acc,
+train_eval_acc, cos2, d_cos2), value, and lower_bound. Figure 4 and Figure 5 numbers were read from the plotted
+coordinates.
 ``lower_bound`` marks the Figure 4 curve means that only bound the paper's value from below:
 PreResNet's curves were clipped at the top of the axis, and where a curve's maximum reaches that top
 (3.0 for Dropout-(a), 1.2 for Dropout-(b), within the 0.01 of the extraction) its mean is cut too.

@@ -19,7 +19,9 @@ ACCURACY_CURVES = {"train_acc": "training data, train mode", "train_eval_acc": "
 SHIFT_STAGES = {"final": "after training", "recalibrated": "after BN recalibration"}
 # summary.json key -> what the report calls it; the keys a run has are shown, in this order
 RESULTS = {"test_acc": "test accuracy (%), final epoch", "best_test_acc": "test accuracy (%), best epoch",
+           "test_top5_acc": "top-5 test accuracy (%), final epoch",
            "test_acc_recalibrated": "test accuracy (%) after BN recalibration",
+           "test_top5_acc_recalibrated": "top-5 test accuracy (%) after BN recalibration",
            "train_acc": "training accuracy (%), train mode, last epoch",
            "train_eval_acc": "training accuracy (%), eval mode, after training",
            "mean_shift": "mean shift over BN layers", "max_shift": "largest shift of a BN layer",

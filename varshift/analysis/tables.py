@@ -223,6 +223,21 @@ def table4(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Pa
                           "BN layers (paper: Table 4)", paper_reference("table4", "test_error"))
 
 
+def table5(runs: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Table 5: top-1 and top-5 test error of the final epoch per network, with and without one dropout after all
+    BN layers (position head)."""
+    require(runs, "table5", "dropout.position", "head", "one dropout after all BN layers")
+    if "test_top5_error" not in runs:
+        raise ValueError("table5 needs the top-5 error of runs of more than 5 classes; these runs have none")
+    names = {"test_error": "top-1 error", "test_top5_error": "top-5 error"}  # the metric headers of the table
+    reference = paper_reference("table5", list(names)).replace({"metric": names})
+    crops = " or ".join(f"{size:g}x{size:g}" for size in sorted(set(runs["dataset.size"])))
+    return artifact_table(melt_metrics(runs.rename(columns=names), list(names.values()), "error"),
+                          ["dataset.name", "model.name"], ["dropout.rate", "metric"], "error", out, "table5",
+                          f"{experiment_title(runs)}: top-1 and top-5 test error (%) of the final epoch on {crops} "
+                          "centre crops, with dropout after all BN layers (paper: Table 5)", reference)
+
+
 def table6(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path]:
     """Table 6: test error per beta of uniform noise (Uout) at Dropout-(b)."""
     require(runs, "table6", "dropout.kind", "uniform", "uniform dropout (Uout)")

@@ -52,6 +52,8 @@ class DatasetConfig:
     std: list[float] = MISSING
     crop_padding: int = MISSING  # random crop of the image zero-padded by this many pixels per side
     flip: bool = MISSING  # random horizontal flip, probability 1/2
+    resize: int | None = None  # image folders: the shorter side of a test image before its centre crop of size
+    workers: int | None = None  # image folders: decoding processes (null: one per CPU core; 0: in the trainer)
     subset: Any = MISSING  # set by the scale: a fraction in (0, 1], a count of training images, or null (all)
     test_subset: Any = MISSING
     val_split: float = 0.0  # fraction of the training images held out as a validation set
@@ -130,6 +132,16 @@ class ProbeConfig:
 
 
 @dataclass
+class ImageNetScaleConfig:
+    """Table 5 at a scale: its networks, and the classes and image sizes of the ImageNet-layout folder it reads."""
+
+    models: list[str] = MISSING
+    num_classes: int = MISSING
+    size: int = MISSING
+    resize: int = MISSING
+
+
+@dataclass
 class ScaleConfig:
     name: str = MISSING  # a plain string: it names the sweep folder (an enum would print as ScaleName.demo)
     # The axes the experiment presets sweep at this scale (``model: ${sweep:${scale.models}}``): the paper's
@@ -139,6 +151,7 @@ class ScaleConfig:
     fig5_models: list[str] = MISSING  # Figure 5 shows two of the paper's four networks
     wrn_depth: int = MISSING  # the width preset's Wide ResNet: WRN-<wrn_depth>-<widen factor>
     widen_factors: list[int] = MISSING
+    imagenet: ImageNetScaleConfig = field(default_factory=ImageNetScaleConfig)
 
 
 @dataclass

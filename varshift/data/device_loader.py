@@ -11,6 +11,21 @@ from varshift.data.augment import crop_and_flip, normalise, normaliser
 from varshift.data.seeds import Stream, generator
 
 
+def batch_count(images: int, batch_size: int, drop_last: bool, drop_single_last: bool) -> int:
+    """Batches of ``batch_size`` over ``images``, without a smaller last batch (``drop_last``) or a last batch of one
+    image (``drop_single_last``)."""
+    full, rest = divmod(images, batch_size)
+    dropped = drop_last or (drop_single_last and rest == 1)
+    return full + int(rest > 0 and not dropped)
+
+
+def require_a_batch(images: int, batch_size: int, drop_last: bool, drop_single_last: bool) -> None:
+    if batch_count(images, batch_size, drop_last, drop_single_last) == 0:
+        dropped = "a last batch smaller than that" if drop_last else "a last batch of one image"
+        raise ValueError(f"{images} image(s) in batches of {batch_size} give no batch once {dropped} "
+                         "is dropped; use more images or a smaller batch_size")
+
+
 class DeviceLoader:
     """Iterate ``(x, y)`` batches of uint8 images held on ``device``.
 
@@ -74,10 +89,7 @@ class DeviceLoader:
         self.flip = bool(flip)
         self.shuffle = bool(shuffle)
         self.seed = whole_number("seed", seed, 0)
-        if len(self) == 0:
-            dropped = "a last batch smaller than that" if self.drop_last else "a last batch of one image"
-            raise ValueError(f"{len(images)} image(s) in batches of {batch_size} give no batch once {dropped} "
-                             "is dropped; use more images or a smaller batch_size")
+        require_a_batch(len(images), self.batch_size, self.drop_last, self.drop_single_last)
         self.memory_format = memory_format
         self.epoch = 0
         self._scale, self._shift = normaliser(mean, std, self.device)
@@ -87,9 +99,7 @@ class DeviceLoader:
         return len(self.images)
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_samples, self.batch_size)
-        dropped = self.drop_last or (self.drop_single_last and rest == 1)
-        return full + int(rest > 0 and not dropped)
+        return batch_count(self.num_samples, self.batch_size, self.drop_last, self.drop_single_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = whole_number("epoch", epoch, 0)

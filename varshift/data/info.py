@@ -1,5 +1,11 @@
 """Dataset metadata (classes, channels, size, normalisation, augmentation).
 
+A dataset held in memory (CIFAR, MNIST, Fashion-MNIST) has fixed facts: its classes, channels and image size are
+its files'. A folder dataset (ImageNet, :data:`varshift.vocabulary.FOLDER_DATASETS`) is the folders a user gives:
+its classes are the class folders found (``num_classes`` must match them), and ``size`` (the side of the crops
+the network sees) and ``resize`` (the shorter side of a test image before its centre crop) are a protocol's
+choice, not facts of the files.
+
 The YAML files of the Hydra group ``conf/dataset/`` are the one source of these numbers: models, loaders and the
 trainer all read them through :func:`dataset_info` (or :meth:`DatasetInfo.from_config` on an already composed,
 possibly overridden ``cfg.dataset``, which :func:`check_dataset_config` checks before training).
@@ -15,7 +21,7 @@ from omegaconf import OmegaConf
 
 from varshift.checks import one_of, require, whole_number
 from varshift.paths import conf_file
-from varshift.vocabulary import DATASET_NAMES
+from varshift.vocabulary import DATASET_NAMES, FOLDER_DATASETS
 
 
 def check_dataset_name(name: str) -> str:
@@ -34,11 +40,24 @@ class DatasetInfo:
     std: tuple[float, ...]
     crop_padding: int
     flip: bool
+    resize: int | None = None  # folder datasets: the shorter side of a test image before the centre crop of size
+
+    @property
+    def reads_folders(self) -> bool:
+        """Whether the images are files in class folders, decoded while training (else held in memory)."""
+        return self.name in FOLDER_DATASETS
 
     def __post_init__(self):
         check_dataset_name(self.name)
         for field, minimum in (("num_classes", 2), ("channels", 1), ("size", 1), ("crop_padding", 0)):
             whole_number(f"{self.name} {field}", getattr(self, field), minimum)
+        if self.reads_folders:
+            whole_number(f"{self.name} resize", self.resize, self.size)
+            require(self.crop_padding == 0, f"{self.name} crop_padding", self.crop_padding,
+                    "0: folder images are cropped by a random-resized crop, not from a padded image")
+        else:
+            require(self.resize is None, f"{self.name} resize", self.resize,
+                    f"null: {self.name}'s images are {self.size}x{self.size} already")
         if len(self.mean) != self.channels or len(self.std) != self.channels or min(self.std) <= 0:
             raise ValueError(
                 f"{self.name}: mean {self.mean} and std {self.std} need one value per channel "
@@ -59,6 +78,7 @@ class DatasetInfo:
             std=tuple(float(s) for s in cfg["std"]),
             crop_padding=cfg["crop_padding"],
             flip=cfg["flip"],
+            resize=cfg.get("resize"),
         )
 
 
@@ -87,12 +107,22 @@ def check_amount(key: str, value) -> None:
 
 def check_dataset_config(data: Mapping[str, Any]) -> None:
     """A composed ``cfg.dataset``: a known dataset with its own facts, and subsets and a split that make sense."""
-    one_of("dataset.name", data["name"], DATASET_NAMES)
-    own = dataset_config(data["name"])
-    for key in ("num_classes", "channels", "size"):
+    name = one_of("dataset.name", data["name"], DATASET_NAMES)
+    own = dataset_config(name)
+    folders = name in FOLDER_DATASETS
+    # a folder dataset's classes are checked against its folders when they are read
+    for key in ("channels",) if folders else ("num_classes", "channels", "size"):
         require(data[key] == own[key], f"dataset.{key}", data[key],
-                f"{own[key]}, {data['name']}'s own (choose another dataset for another)")
-    DatasetInfo.from_config(data)  # mean and std: one positive value per channel
+                f"{own[key]}, {name}'s own (choose another dataset for another)")
+    DatasetInfo.from_config(data)  # mean and std: one positive value per channel; a folder's sizes
+    if folders:
+        require(not data["download"], "dataset.download", data["download"],
+                f"false: {name} is read from the folders in dataset.root, never downloaded")
+        require(data["workers"] is None or data["workers"] >= 0, "dataset.workers", data["workers"],
+                "null (one per CPU core) or a whole number >= 0 (0: decode in the training process)")
+    else:
+        require(data["workers"] is None, "dataset.workers", data["workers"],
+                f"null: {name} is held in memory; workers decode the image folders of {', '.join(FOLDER_DATASETS)}")
     check_amount("dataset.subset", data["subset"])
     check_amount("dataset.test_subset", data["test_subset"])
     require(0.0 <= data["val_split"] < 1.0, "dataset.val_split", data["val_split"], "a fraction in [0, 1)")

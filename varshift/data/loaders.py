@@ -1,4 +1,5 @@
-"""The four loaders a training run uses, built from a dataset's name and its YAML metadata."""
+"""The four loaders a training run uses, built from a dataset's name and its YAML metadata: device-resident
+loaders of the datasets held in memory, worker-decoded loaders of the image folders (ImageNet)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import NamedTuple
 import torch
 
 from varshift.data.device_loader import DeviceLoader
+from varshift.data.folder_loader import FolderLoader
+from varshift.data.folders import ImageFiles, scan_image_folders
 from varshift.data.info import DatasetInfo, dataset_info
 from varshift.data.seeds import Stream, generator
 from varshift.data.sources import load_dataset
@@ -25,10 +28,10 @@ class Loaders(NamedTuple):
     handles a batch of one."""
 
     info: DatasetInfo
-    train: DeviceLoader
-    test: DeviceLoader
-    val: DeviceLoader | None
-    train_eval: DeviceLoader
+    train: DeviceLoader | FolderLoader
+    test: DeviceLoader | FolderLoader
+    val: DeviceLoader | FolderLoader | None
+    train_eval: DeviceLoader | FolderLoader
 
 
 def build_loaders(
@@ -47,6 +50,7 @@ def build_loaders(
     verify: bool = True,
     info: DatasetInfo | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    workers: int | None = None,
 ) -> Loaders:
     """Load dataset ``name`` from ``root`` and build its loaders on ``device``.
 
@@ -56,12 +60,21 @@ def build_loaders(
     ``info``: the metadata to use (e.g. from an overridden ``cfg.dataset``); by default the YAML's.
     ``test_batch_size`` is the batch size of ``test`` and ``val``; ``train`` and ``train_eval`` use
     ``batch_size``. ``memory_format``: the layout of the batches of every loader. Every file is checked, and
-    labels must be below ``info.num_classes``.
+    labels must be below ``info.num_classes``. An image folder (``info.reads_folders``) is checked for its layout
+    and its number of classes; its files are decoded while training, by ``workers`` processes (None: one per CPU
+    core; 0: in this process), and ``download`` and ``verify`` do not apply to it.
     """
     info = dataset_info(name) if info is None else info
     if info.name != name:
         raise ValueError(f"info is for dataset {info.name!r}, not {name!r}")
     check_val_split(val_split)  # before the load, which takes a while
+    if info.reads_folders:
+        splits = scan_image_folders(name, root, info.num_classes)
+        train = _balanced_files(splits.train, subset, seed, Stream.TRAIN_SUBSET, "subset")
+        test = _balanced_files(splits.test, test_subset, seed, Stream.TEST_SUBSET, "test_subset")
+        return folder_loaders(info, train, test, batch_size=batch_size, test_batch_size=test_batch_size,
+                              device=device, seed=seed, val_split=val_split, augment=augment,
+                              memory_format=memory_format, workers=workers)
     splits = load_dataset(name, root, download=download, verify=verify, num_classes=info.num_classes)
     expected = [info.channels, info.size, info.size]
     if list(splits.train_images.shape[1:]) != expected:
@@ -121,11 +134,43 @@ def loaders_over(
     )
 
 
+def folder_loaders(info: DatasetInfo, train: ImageFiles, test: ImageFiles, *, batch_size: int, test_batch_size: int,
+                   device: str | torch.device = "cpu", seed: int = 0, val_split: float = 0.0, augment: bool = True,
+                   memory_format: torch.memory_format = torch.contiguous_format,
+                   workers: int | None = None) -> Loaders:
+    """The loaders of ``build_loaders`` over the image files ``train`` and ``test`` of image-folder dataset ``info``;
+    ``val`` holds out ``val_split`` of the training images, seen as test images are."""
+    check_val_split(val_split)
+    common = dict(size=info.size, resize=info.resize, mean=info.mean, std=info.std, device=device, seed=seed,
+                  memory_format=memory_format, workers=workers)
+    evaluation = dict(batch_size=test_batch_size, **common)
+    val = None
+    if val_split:
+        kept, held_out = held_out_split(train.labels, float(val_split), generator(seed, Stream.VAL_SPLIT))
+        val, train = FolderLoader(train.subset(held_out), **evaluation), train.subset(kept)
+    bn_training = dict(batch_size=batch_size, drop_single_last=True, augment=augment, flip=info.flip, **common)
+    return Loaders(
+        info=info,
+        train=FolderLoader(train, shuffle=True, **bn_training),
+        test=FolderLoader(test, **evaluation),
+        val=val,
+        train_eval=FolderLoader(train, **bn_training),
+    )
+
+
+def _subset_index(labels: torch.Tensor, subset, seed: int, stream: Stream, what: str) -> torch.Tensor | None:
+    """The sorted indices of the class-balanced ``subset`` of ``labels``; None when it asks for all of them."""
+    count = subset_size(subset, len(labels), what)
+    return None if count == len(labels) else balanced_indices(labels, count, generator(seed, stream))
+
+
 def _balanced_subset(
     images: torch.Tensor, labels: torch.Tensor, subset, seed: int, stream: Stream, what: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    count = subset_size(subset, len(labels), what)
-    if count == len(labels):
-        return images, labels
-    index = balanced_indices(labels, count, generator(seed, stream))
-    return images[index], labels[index]
+    index = _subset_index(labels, subset, seed, stream, what)
+    return (images, labels) if index is None else (images[index], labels[index])
+
+
+def _balanced_files(files: ImageFiles, subset, seed: int, stream: Stream, what: str) -> ImageFiles:
+    index = _subset_index(files.labels, subset, seed, stream, what)
+    return files if index is None else files.subset(index)

@@ -17,10 +17,15 @@ class Stream(IntEnum):
     TRAIN_SUBSET = 1
     VAL_SPLIT = 2
     TEST_SUBSET = 3
+    AUGMENT = 4  # keys: epoch, image index (the augmentation of one image of an image folder)
+
+
+def derived_seed(seed: int, stream: Stream, *keys: int) -> int:
+    """A 64-bit seed derived from ``(seed, stream, *keys)`` alone."""
+    entropy = [whole_number("seed", seed, 0), int(stream), *keys]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
 def generator(seed: int, stream: Stream, *keys: int) -> torch.Generator:
     """A CPU generator seeded from ``(seed, stream, *keys)`` alone (the same on every device)."""
-    entropy = [whole_number("seed", seed, 0), int(stream), *keys]
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
+    return torch.Generator().manual_seed(derived_seed(seed, stream, *keys))

@@ -5,6 +5,8 @@ Where each dataset is looked for (torchvision's layouts):
 * CIFAR-10 / CIFAR-100: ``<root>/cifar-10-batches-py`` / ``<root>/cifar-100-python``, the pickled batches of
   the official release.
 * MNIST / Fashion-MNIST: ``<root>/MNIST/raw`` / ``<root>/FashionMNIST/raw``, the four uncompressed IDX files.
+* ImageNet: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*.JPEG``, never downloaded and not held in
+  memory: :func:`load_dataset` lists its files (:mod:`varshift.data.folders`).
 
 Only the default root ``data`` (``dataset.root`` left alone and ``VARSHIFT_DATA`` unset) falls back to other
 copies when it does not hold the whole dataset: for Fashion-MNIST Debian's ``dataset-fashion-mnist`` package
@@ -27,9 +29,11 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST
 from torchvision.datasets.utils import check_integrity
 
+from varshift.data.folders import FolderSplits, scan_image_folders
 from varshift.data.formats import read_cifar_batches, read_idx_split
 from varshift.data.info import check_dataset_name, dataset_info
 from varshift.errors import DatasetCorruptedError, DatasetNotFoundError
+from varshift.vocabulary import FOLDER_DATASETS
 
 DEFAULT_ROOT = Path("data")  # conf/dataset/*.yaml: root: ${oc.env:VARSHIFT_DATA,data}
 ROOT_VARIABLE = "VARSHIFT_DATA"
@@ -64,14 +68,19 @@ _SYSTEM_PACKAGES = {"fashion_mnist": "apt-get install dataset-fashion-mnist (Deb
 
 def load_dataset(
     name: str, root: str | Path, download: bool = False, verify: bool = True, num_classes: int | None = None
-) -> Splits:
+) -> Splits | FolderSplits:
     """Load dataset ``name`` (one of ``DATASET_NAMES``) from ``root``, or where the module docstring says.
 
     ``num_classes``: the labels allowed are ``0 .. num_classes - 1`` (default: the dataset's YAML).
     Raises :class:`DatasetNotFoundError` naming the root, the missing files and the places searched, and
     :class:`DatasetCorruptedError` naming a file that is damaged or fails CIFAR's md5 (``verify``).
+
+    An image folder (ImageNet) gives its file lists (:class:`FolderSplits`), after checking its layout and, when
+    ``num_classes`` is given, its number of class folders; ``download`` and ``verify`` do not apply to it.
     """
     check_dataset_name(name)
+    if name in FOLDER_DATASETS:
+        return scan_image_folders(name, root, num_classes)
     root = Path(root).expanduser()
     num_classes = dataset_info(name).num_classes if num_classes is None else num_classes
     if name in ("cifar10", "cifar100"):

@@ -1,4 +1,5 @@
-"""The paper's four CIFAR networks and two small ones, each with dropout slots at a chosen position.
+"""The paper's four CIFAR networks, two small ones and the ImageNet networks of Table 5 (timm's), each with dropout
+slots at a chosen position.
 
 >>> from varshift.models import build_model
 >>> model = build_model("wrn28_10", num_classes=100, position="before_conv",
@@ -6,6 +7,7 @@
 """
 
 from varshift.models.densenet import DenseNetBC
+from varshift.models.imagenet import PreActResNet, ResNet, SENet
 from varshift.models.preresnet import PreResNet
 from varshift.models.registry import FAMILIES, MODEL_NAMES, build_model, check_model_config, family_parameters
 from varshift.models.resnext import ResNeXt
@@ -21,8 +23,11 @@ __all__ = [
     "DenseNetBC",
     "DropoutSlots",
     "DropoutSpec",
+    "PreActResNet",
     "PreResNet",
     "ResNeXt",
+    "ResNet",
+    "SENet",
     "SmallCNN",
     "WideResNet",
     "build_model",

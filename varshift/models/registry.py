@@ -3,7 +3,8 @@
 Each name is the paper's network (or a small one); its family's size parameters pass through
 ``**kwargs``, so a scaled-down network of the same family is one config override away. A name may also
 fix other defaults of a family: ``preresnet14_w8`` is PreResNet with 14 layers of basic blocks and widths
-8/16/32 (13 BN layers, 44 k parameters), the laptop scale's stand-in for PreResNet-110.
+8/16/32 (13 BN layers, 44 k parameters), the laptop scale's stand-in for PreResNet-110. The ImageNet networks
+(``resnet200``, ``resnext101_64x4d``, ``senet154``, ``resnet50``) are timm's (:mod:`varshift.models.imagenet`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from varshift.checks import one_of, refuse, require
 from varshift.dropout import MultiplicativeNoise
 from varshift.models.densenet import DenseNetBC
+from varshift.models.imagenet import PreActResNet, ResNet, SENet
 from varshift.models.preresnet import PreResNet
 from varshift.models.resnext import ResNeXt
 from varshift.models.small import MLP, SmallCNN
@@ -34,6 +36,10 @@ FAMILIES = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
     "preresnet14_w8": partial(PreResNet, depth=14, block="basic", width=8),
+    "resnet200": PreActResNet,
+    "resnext101_64x4d": partial(ResNet, layers=(3, 4, 23, 3), cardinality=64, base_width=4),
+    "senet154": SENet,
+    "resnet50": ResNet,
 }
 DEFAULT_DROPOUT = MappingProxyType({"kind": "bernoulli", "rate": 0.5, "channelwise": False})
 

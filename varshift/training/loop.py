@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,22 +60,39 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
 
 
+TOP_K = 5  # top-5 accuracy, ImageNet's second metric, for a network of more than TOP_K classes
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` measures: mean loss, accuracy (%) and, with more than ``TOP_K`` classes, top-5
+    accuracy (%): the share of images whose label is among the five largest logits."""
+
+    loss: float
+    acc: float
+    top5_acc: float | None = None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False,
-             progress: bool = True) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (%) of ``model`` in eval mode over ``loader``."""
+             progress: bool = True) -> Evaluation:
+    """Mean cross-entropy loss, accuracy (%) and top-5 accuracy (%) of ``model`` in eval mode over ``loader``."""
     model.eval()
     device = model_device(model)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    correct_top5 = torch.zeros((), device=device, dtype=torch.int64)
+    seen, classes = 0, 0
     for x, y in progress_bar(label, loader, enabled=progress):
         with autocast(model, bf16):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+        classes = logits.shape[1]
+        if classes > TOP_K:
+            correct_top5 += (logits.topk(TOP_K, dim=1).indices == y[:, None]).any(dim=1).sum()
         seen += y.numel()
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+    top5_acc = 100.0 * correct_top5.item() / seen if classes > TOP_K else None
+    return Evaluation(loss_sum.item() / seen, 100.0 * correct.item() / seen, top5_acc)
 
 
 class CountedPasses:

@@ -35,7 +35,7 @@ from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, read_run_file, remove_stale_temporary_files
 from varshift.tracking import RunRecorder
 from varshift.training import checkpoint, guards
-from varshift.training.loop import CountedPasses, autocast, evaluate, progress_bar, train_one_epoch
+from varshift.training.loop import CountedPasses, Evaluation, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
 from varshift.training.setup import (
     describe_hardware,
@@ -64,6 +64,11 @@ def alignment_table(model: nn.Module) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["layer", "name", "d", "cos2", "d_cos2"])
 
 
+def top5_record(key: str, evaluation: Evaluation) -> dict:
+    """``{key: top-5 accuracy}``, or nothing for a network of 5 classes or fewer."""
+    return {} if evaluation.top5_acc is None else {key: evaluation.top5_acc}
+
+
 class Trainer:
     """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
 
@@ -90,7 +95,7 @@ class Trainer:
             test_batch_size=trainer["test_batch_size"], device=self.device, seed=cfg["seed"],
             subset=data["subset"], test_subset=data["test_subset"], val_split=data["val_split"],
             download=data["download"], verify=data["verify"], info=DatasetInfo.from_config(data),
-            memory_format=layout)
+            memory_format=layout, workers=data["workers"])
         info = self.loaders.info
         self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
                                  dropout=cfg["dropout"], position=cfg["dropout"]["position"],
@@ -158,8 +163,8 @@ class Trainer:
                                l1=self.cfg["optim"]["l1"], bf16=self.bf16, progress=self.progress,
                                before_step=self.stop_if_orphaned)
 
-    def evaluate(self, loader, label: str) -> tuple[float, float]:
-        """Loss and accuracy (%) in eval mode."""
+    def evaluate(self, loader, label: str) -> Evaluation:
+        """Loss, accuracy (%) and top-5 accuracy (%, more than 5 classes) in eval mode."""
         return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress)
 
     def training_pass(self):
@@ -191,7 +196,7 @@ class Trainer:
             recalibrate_bn(self.model, CountedPasses(self.training_pass(), bar), max_batches=max_batches)
 
     def train_eval_accuracy(self) -> float:
-        return self.evaluate(self.training_pass(), "training data, eval mode")[1]
+        return self.evaluate(self.training_pass(), "training data, eval mode").acc
 
     # -- the run --
     def run_epoch(self) -> None:
@@ -200,9 +205,11 @@ class Trainer:
         start = time.perf_counter()
         row = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **self.train_epoch()}
         seconds = time.perf_counter() - start
-        row["test_loss"], row["test_acc"] = self.evaluate(self.loaders.test, "test")
+        test = self.evaluate(self.loaders.test, "test")
+        row.update(test_loss=test.loss, test_acc=test.acc, **top5_record("test_top5_acc", test))
         if self.loaders.val is not None:
-            row["val_loss"], row["val_acc"] = self.evaluate(self.loaders.val, "validation")
+            val = self.evaluate(self.loaders.val, "validation")
+            row.update(val_loss=val.loss, val_acc=val.acc, **top5_record("val_top5_acc", val))
         self.stop_if_diverged(guards.non_finite_losses(row) + guards.non_finite_tensors(self.model))
         self.scheduler.step()
         row["seconds"] = seconds
@@ -243,11 +250,17 @@ class Trainer:
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
                    "mean_shift": float(final.mean()), "max_shift": float(final.max())}
+        if "test_top5_acc" in self.recorder.epochs[-1]:
+            top5_acc = self.recorder.epochs[-1]["test_top5_acc"]
+            summary.update(test_top5_acc=top5_acc, test_top5_error=100.0 - top5_acc)
         if self.cfg["probe"]["recalibrate"]:
             self.recalibrate()
-            recal_acc = self.evaluate(self.loaders.test, "test")[1]
-            summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
+            recal = self.evaluate(self.loaders.test, "test")
+            summary.update(test_acc_recalibrated=recal.acc, test_error_recalibrated=100.0 - recal.acc,
                            mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
+            if recal.top5_acc is not None:
+                summary.update(test_top5_acc_recalibrated=recal.top5_acc,
+                               test_top5_error_recalibrated=100.0 - recal.top5_acc)
         self.recorder.write_alignment(alignment_table(self.model))
         self.recorder.write_files()
         self.wall_time += time.perf_counter() - start

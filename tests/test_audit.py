@@ -167,7 +167,7 @@ def test_drop_path_and_alpha_dropout_are_sites_with_their_noise():
 def test_varshift_models_shift_at_every_slot_before_bn_and_conv_and_never_at_the_head(name):
     dropout = {"kind": "bernoulli", "rate": 0.5}
     for position in ("before_bn", "before_conv", "head"):
-        model = build_model(name, dropout=dropout, position=position, **SMALL_SIZES[name])
+        model = build_model(name, in_channels=3, dropout=dropout, position=position, **SMALL_SIZES[name])
         report = audit(model, input_shape=(3, 16, 16), batch_size=2, num_batches=1)
         slots = [module for module in model.modules() if isinstance(module, MultiplicativeNoise)]
         assert len(report.sites) == len(slots) > 0, position

@@ -18,6 +18,7 @@ Torch is imported when a run starts, not before: ``--help`` and ``--presets`` an
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,9 +26,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from varshift.checks import refuse
 from varshift.config import register_schema, to_plain
-from varshift.paths import CONF_SEARCH_PATH
-from varshift.presets import preset_lines
+from varshift.paths import CONF_SEARCH_PATH, conf_options
+from varshift.presets import preset_command, preset_lines
 from varshift.user_errors import reported_user_errors, request_tracebacks
 
 PROG = "varshift-train"
@@ -54,6 +56,23 @@ def train_app(cfg: DictConfig) -> float | None:
     return summary["test_acc"]
 
 
+def refuse_a_preset_without_multirun(args: list[str]) -> None:
+    """``experiment=<preset>`` names a sweep (its ``hydra.sweeper.params``): without ``-m`` Hydra would train one run
+    of the default setting under the preset's name. ValueError naming the commands that run the sweep."""
+    if {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--resolve"} & set(args):
+        return
+    overrides = dict(arg.lstrip("+").split("=", 1) for arg in args if "=" in arg and not arg.startswith("-"))
+    name = overrides.get("experiment")
+    if name not in conf_options("experiment"):
+        return  # no preset, or an unknown name, which Hydra reports with the known ones
+    scale = overrides.get("scale", "demo")
+    others = [arg for arg in args if arg.lstrip("+").split("=", 1)[0] not in ("experiment", "scale")]
+    refuse("experiment", name,
+           f"a preset is a sweep and needs -m; run it with its recipe, {preset_command(name, scale)}"
+           f"{''.join(' ' + shlex.quote(arg) for arg in others)}, or with "
+           f"{shlex.join([PROG, '-m', f'experiment={name}', f'scale={scale}', *others])}")
+
+
 def main() -> None:
     """The ``varshift-train`` command: the Hydra app, with ``--debug``, ``--presets`` and one-line user errors."""
     if "--presets" in sys.argv[1:]:
@@ -66,6 +85,7 @@ def main() -> None:
     # Hydra then raises its composition errors (a bad override, an unknown group option) instead of printing them.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with reported_user_errors(PROG):
+        refuse_a_preset_without_multirun(sys.argv[1:])
         train_app()
 
 

@@ -646,6 +646,31 @@ def test_a_run_report_holds_its_curves_its_shift_and_its_results(tmp_path, capsy
         analysis_report.write_run_report(make_run(tmp_path, "unfinished", status=None))
 
 
+def test_per_class_accuracy_is_tabled_per_setting_and_class_and_in_the_run_report(tmp_path, capsys):
+    """Two seeds of one setting and a baseline; the cells are the hand-computed mean ± std over seeds; a class
+    without test images (null in summary.json) has no line in the table and a dash in the report."""
+    for seed, final, recalibrated in ((0, [90.0, 10.0, None], [92.0, 60.0, None]),
+                                      (1, [80.0, 30.0, None], [88.0, 70.0, None])):
+        make_run(tmp_path / "runs", f"before_bn{seed}", seed=seed, summary={
+            "test_acc_per_class": final, "test_acc_recalibrated_per_class": recalibrated})
+    baseline = make_run(tmp_path / "runs", "none", kind="none", rate=0.0, position="none", summary={
+        "test_acc_per_class": [95.0, 94.0, None], "test_acc_recalibrated_per_class": [95.5, 94.5, None]},
+        metrics=[{"epoch": 1, "train_acc": 60.0, "test_acc": 50.0}], variance=shift_rows([1.0, 1.01]))
+    assert main(["per-class", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    rows = markdown_rows((tmp_path / "out" / "per_class.md").read_text())
+    dropout = [row for row in rows if row["kind"] == "bernoulli"]
+    assert [(row["class"], row["final model"], row["BN recalibrated"]) for row in dropout] == [
+        ("0", "85.00 ± 7.07", "90.00 ± 2.83"), ("1", "20.00 ± 14.14", "65.00 ± 7.07")]
+    assert [row["final model"] for row in rows if row["kind"] == "none"] == ["95.00 (n=1)", "94.00 (n=1)"]
+    assert main(["report", str(baseline)]) == 0
+    text = (baseline / "report.md").read_text()
+    assert "## Test accuracy per class" in text
+    assert "| 1 | 94.00 | 94.50 |" in text and "| 2 | – | – |" in text
+    with pytest.raises(SystemExit):
+        main(["per-class", str(make_run(tmp_path, "old")), "--out", str(tmp_path / "out")])
+    assert "has no test_acc_per_class (written by an older varshift)" in capsys.readouterr().err
+
+
 # -- command line --
 
 def test_command_line_writes_an_artifact_and_reports_bad_input(tmp_path, capsys):

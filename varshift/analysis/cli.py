@@ -38,6 +38,8 @@ ARTIFACTS = {
     "table3": Artifact("test error of the final model before and after BN recalibration", ("tables:table3",)),
     "table4": Artifact("test error per drop ratio of dropout after all BN layers", ("tables:table4",), epoch=True),
     "table6": Artifact("test error per beta of uniform dropout (Uout)", ("tables:table6",), epoch=True),
+    "per-class": Artifact("test accuracy per class, of the final model and after BN recalibration",
+                          ("per_class:per_class",)),
     "theory-vs-measured": Artifact("shift of the BN layers fed by a dropout against the theory (Eq. 7-8)",
                                    ("theory_figure:theory_vs_measured",)),
 }

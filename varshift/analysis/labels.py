@@ -13,7 +13,8 @@ LABELS = {"experiment_name": "experiment", "scale.name": "scale", "dataset.name"
           "dropout.channelwise": "channel-wise", "dropout.position": "position"}
 METRIC_LABELS = {"test_error": "error", "test_error_recalibrated": "error, BN recalibrated",
                  "train_acc": "train mode", "train_eval_acc": "eval mode", "cos2": "cos²θ",
-                 "d_cos2": "d·cos²θ", "shift": "measured", "predicted_shift": "theory"}
+                 "d_cos2": "d·cos²θ", "shift": "measured", "predicted_shift": "theory",
+                 "test_acc_per_class": "final model", "test_acc_recalibrated_per_class": "BN recalibrated"}
 KNOWN_ORDER = {"dataset.name": DATASET_NAMES, "model.name": MODEL_NAMES, "dropout.position": POSITIONS,
                "dropout.kind": DROPOUT_KINDS, "metric": tuple(METRIC_LABELS)}
 POSITION_LABELS = {"none": "no dropout", "before_bn": "Dropout-(a) before BN",

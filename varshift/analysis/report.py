@@ -25,6 +25,7 @@ RESULTS = {"test_acc": "test accuracy (%), final epoch", "best_test_acc": "test 
            "mean_shift": "mean shift over BN layers", "max_shift": "largest shift of a BN layer",
            "mean_shift_recalibrated": "mean shift after BN recalibration", "epochs": "epochs",
            "stopped_early": "stopped early", "wall_time_s": "wall time (s)", "device": "device"}
+PER_CLASS = {"test_acc_per_class": "final model", "test_acc_recalibrated_per_class": "after BN recalibration"}
 ACCURACY_PNG, SHIFT_PNG, REPORT = "report_accuracy.png", "report_shift.png", "report.md"
 
 
@@ -71,6 +72,20 @@ def results_table(run: pd.Series) -> str:
     return "\n".join(["| result | value |", "|---|---|", *lines])
 
 
+def per_class_table(run: pd.Series) -> list[str]:
+    """Markdown lines: the test accuracy of each class, final and after BN recalibration (none for older runs)."""
+    columns = {key: label for key, label in PER_CLASS.items()
+               if isinstance(run.get(key), (list, tuple))}
+    if not columns:
+        return []
+    header = ["| class | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
+    cells = zip(*(run[key] for key in columns), strict=True)
+    rows = [f"| {label} | " + " | ".join("–" if value is None else f"{value:.2f}" for value in values) + " |"
+            for label, values in enumerate(cells)]
+    return ["## Test accuracy per class", "", "Accuracy (%) on the test images of each class (label 0, 1, ...).", "",
+            *header, *rows, ""]
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` (and its PNG figures beside it) into a finished run's directory; return its path."""
     run_dir = Path(run_dir)
@@ -86,6 +101,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         f"{run['model.name']} on {run['dataset.name']}, {dropout_label(run)} ({position}), seed {run['seed']}, "
         f"experiment {run['experiment_name']}, scale {run['scale.name']}.", "",
         results_table(run), "",
+        *per_class_table(run),
         "## Accuracy", "", f"![accuracy per epoch]({ACCURACY_PNG})", "",
         "## Variance shift per BN layer", "",
         "max(real_var / moving_var, moving_var / real_var) of each BN layer, the paper's statistic.", "",

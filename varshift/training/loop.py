@@ -61,20 +61,47 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False,
-             progress: bool = True) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (%) of ``model`` in eval mode over ``loader``."""
+             progress: bool = True, per_class: bool = False) -> tuple:
+    """Mean cross-entropy loss and accuracy (%) of ``model`` in eval mode over ``loader``; with ``per_class`` also
+    the accuracy (%) of each class, a list indexed by label (NaN for a class without images)."""
     model.eval()
     device = model_device(model)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    classes = ClassCounts(device) if per_class else None
     seen = 0
     for x, y in progress_bar(label, loader, enabled=progress):
         with autocast(model, bf16):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        hits = logits.argmax(1) == y
+        correct += hits.sum()
+        if classes is not None:
+            classes.add(y, hits, logits.shape[1])
         seen += y.numel()
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+    result = (loss_sum.item() / seen, 100.0 * correct.item() / seen)
+    return result if classes is None else (*result, classes.accuracy())
+
+
+class ClassCounts:
+    """Images and correct predictions per class, summed on the device (``index_add_``, no host sync per batch)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seen: torch.Tensor | None = None
+        self.correct: torch.Tensor | None = None
+
+    def add(self, labels: torch.Tensor, hits: torch.Tensor, num_classes: int) -> None:
+        if self.seen is None:
+            self.seen = torch.zeros(num_classes, device=self.device, dtype=torch.int64)
+            self.correct = torch.zeros_like(self.seen)
+        self.seen.index_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
+        self.correct.index_add_(0, labels, hits.to(torch.int64))
+
+    def accuracy(self) -> list[float]:
+        """Accuracy (%) per class; NaN where the data held no image of the class."""
+        seen, correct = self.seen.double().cpu(), self.correct.double().cpu()
+        return (100.0 * correct / seen).tolist()
 
 
 class CountedPasses:

@@ -160,6 +160,12 @@ class Trainer:
         """Loss and accuracy (%) in eval mode."""
         return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress)
 
+    def test_accuracy_per_class(self, label: str) -> tuple[float, list[float]]:
+        """Accuracy (%) on the test data in eval mode, and that of each class (a list indexed by label)."""
+        _, accuracy, per_class = evaluate(self.forward, self.loaders.test, label=label, bf16=self.bf16,
+                                          progress=self.progress, per_class=True)
+        return accuracy, per_class
+
     def training_pass(self):
         """The training images with their augmentation, unshuffled, as the model sees them in training: the
         paper's data for measuring the shift and for BN recalibration."""
@@ -240,11 +246,13 @@ class Trainer:
         summary = {"status": "complete", "epochs": self.epoch, "stopped_early": self.stopped_early,
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
-                   "mean_shift": float(final.mean()), "max_shift": float(final.max())}
+                   "mean_shift": float(final.mean()), "max_shift": float(final.max()),
+                   "test_acc_per_class": self.test_accuracy_per_class("test, per class")[1]}
         if self.cfg["probe"]["recalibrate"]:
             self.recalibrate()
-            recal_acc = self.evaluate(self.loaders.test, "test")[1]
+            recal_acc, recal_per_class = self.test_accuracy_per_class("test, BN recalibrated")
             summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
+                           test_acc_recalibrated_per_class=recal_per_class,
                            mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
         self.recorder.write_alignment(alignment_table(self.model))
         self.recorder.write_files()

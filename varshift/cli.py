@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from omegaconf import DictConfig
 
 from varshift.checks import refuse
 from varshift.config import register_schema, to_plain
+from varshift.errors import RunInterrupted
 from varshift.paths import CONF_SEARCH_PATH, conf_options
 from varshift.presets import preset_command, preset_lines
 from varshift.user_errors import reported_user_errors, request_tracebacks
@@ -42,18 +44,28 @@ def train_app(cfg: DictConfig) -> float | None:
     from varshift.config import validate
     from varshift.training import run
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Reported here, not only in main: Hydra would print its own line about the failed job first. SystemExit
     # passes through Hydra, so a sweep stops at its first job with a user error.
-    with reported_user_errors(PROG):
-        settings = validate(to_plain(cfg))
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        in_joblib_worker = HydraConfig.get().launcher._target_.endswith("JoblibLauncher")
-        summary = run(settings, run_dir, stop_with_parent=in_joblib_worker)
+    try:
+        with reported_user_errors(PROG):
+            settings = validate(to_plain(cfg))
+            in_joblib_worker = HydraConfig.get().launcher._target_.endswith("JoblibLauncher")
+            summary = run(settings, run_dir, stop_with_parent=in_joblib_worker)
+    except RunInterrupted as stop:
+        restated = RunInterrupted(f"{stop}; resume it with: {resume_command(run_dir)}")
+        restated.signum = stop.signum
+        raise restated from None
     print(f"{run_dir}: test accuracy {summary['test_acc']:.2f}%"
           + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
              if "test_acc_recalibrated" in summary else "")
           + f", mean shift {summary['mean_shift']:.4f}")
     return summary["test_acc"]
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes this job's run: its folder and the job's overrides."""
+    return shlex.join([PROG, f"hydra.run.dir={run_dir}", *HydraConfig.get().overrides.task])
 
 
 def refuse_a_preset_without_multirun(args: list[str]) -> None:
@@ -65,6 +77,8 @@ def refuse_a_preset_without_multirun(args: list[str]) -> None:
     name = overrides.get("experiment")
     if name not in conf_options("experiment"):
         return  # no preset, or an unknown name, which Hydra reports with the known ones
+    if (Path(overrides.get("hydra.run.dir", "")) / "config.yaml").is_file():
+        return  # resumes a run of the preset's sweep (the command an interrupted job prints)
     scale = overrides.get("scale", "demo")
     others = [arg for arg in args if arg.lstrip("+").split("=", 1)[0] not in ("experiment", "scale")]
     refuse("experiment", name,
@@ -86,7 +100,14 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with reported_user_errors(PROG):
         refuse_a_preset_without_multirun(sys.argv[1:])
-        train_app()
+        try:
+            train_app()
+        except RunInterrupted as stop:  # one line: what the run keeps, the command that resumes it
+            print(f"{PROG}: {stop}", file=sys.stderr)
+            raise SystemExit(128 + stop.signum) from None
+        except KeyboardInterrupt:  # before a run's training started, or a second Ctrl-C while it ended
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from varshift.analysis.collect import distinguishing_settings
+from varshift.analysis.labels import caption
 from varshift.analysis.tables import table, write_table
 
 PER_CLASS = ("test_acc_per_class", "test_acc_recalibrated_per_class")
@@ -36,5 +37,6 @@ def per_class(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     long = class_accuracy(runs)
     settings = distinguishing_settings(long, [CLASS, "metric"])
     result = table(long, [*settings, CLASS], ["metric"], ACCURACY,
-                   title="Test accuracy (%) per class of the final model and after BN recalibration")
+                   title=caption("per-class", runs, "test accuracy (%) of each class, of the final model and after "
+                                                    "BN recalibration"))
     return write_table(result, out, "per_class")

@@ -14,8 +14,9 @@ from varshift.analysis.labels import POSITION_LABELS, dropout_label
 from varshift.analysis.plotting import Figure, integer_ticks, log_scale_if_wide, plt, write_image
 from varshift.io import atomic_write_text
 
-ACCURACY_CURVES = {"train_acc": "training data, train mode", "train_eval_acc": "training data, eval mode",
-                   "val_acc": "validation data", "test_acc": "test data"}
+# drawn in this order: the eval-mode accuracy (mostly the last epoch's point alone) last, on top
+ACCURACY_CURVES = {"train_acc": "training data, train mode", "val_acc": "validation data", "test_acc": "test data",
+                   "train_eval_acc": "training data, eval mode"}
 SHIFT_STAGES = {"final": "after training", "recalibrated": "after BN recalibration"}
 # summary.json key -> what the report calls it; the keys a run has are shown, in this order
 RESULTS = {"test_acc": "test accuracy (%), final epoch", "best_test_acc": "test accuracy (%), best epoch",
@@ -41,9 +42,11 @@ def accuracy_figure(metrics: pd.DataFrame) -> Figure:
     long["curve"] = long["curve"].map(ACCURACY_CURVES)
     with sns.axes_style("whitegrid"):
         figure, ax = plt.subplots(figsize=(6, 3.5))
-        sns.lineplot(data=long, x="epoch", y="accuracy", hue="curve", marker="o", ax=ax)
+        # a marker shape per curve: the eval-mode point of the last epoch often lies on the test accuracy's
+        sns.lineplot(data=long, x="epoch", y="accuracy", hue="curve", style="curve", markers=True, dashes=False,
+                     markersize=7, ax=ax)
     integer_ticks([ax])
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy per epoch")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)")  # report.md's headings title the figures
     ax.legend(title=None, fontsize="small")
     return figure
 
@@ -60,7 +63,7 @@ def shift_figure(variance: pd.DataFrame) -> Figure:
                        label="BN fed directly by a dropout", zorder=3)
     integer_ticks([ax])
     log_scale_if_wide([ax], data["shift"])
-    ax.set(xlabel="BN layer index", ylabel=SHIFT_LABEL, title="Variance shift per BN layer (1 = no shift)")
+    ax.set(xlabel="BN layer index", ylabel=SHIFT_LABEL)
     ax.legend(title=None, fontsize="small")
     return figure
 
@@ -104,6 +107,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         *per_class_table(run),
         "## Accuracy", "", f"![accuracy per epoch]({ACCURACY_PNG})", "",
         "## Variance shift per BN layer", "",
-        "max(real_var / moving_var, moving_var / real_var) of each BN layer, the paper's statistic.", "",
+        "max(real_var / moving_var, moving_var / real_var) of each BN layer, the paper's statistic (1 = no shift).",
+        "",
         f"![variance shift per BN layer]({SHIFT_PNG})", ""])
     return atomic_write_text(run_dir / REPORT, text)

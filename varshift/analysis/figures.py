@@ -166,7 +166,9 @@ def fig3(runs: pd.DataFrame, out: str | Path) -> list[Path]:
                                                       "over the filters of each conv layer"))
     by_d = alignment_curves(data.sort_values("d", kind="stable"), "d", "d_cos2",
                             "weight dimension d of the convolutional filter", "mean of d·cos²θ",
-                            caption("fig3", runs, "d·cos²θ grows with the filter dimension d"))
+                            caption("fig3", runs, "mean d·cos²θ of each conv layer against its filter "
+                                                      "dimension d (in the paper, it grows with d)"))
+    log_scale_if_wide(by_d.axes.flat, data["d"], axis="x")  # filters of 9 to thousands of weights
     return [*save_figure(by_layer.figure, data, out, "fig3_cos2"),
             *save_figure(by_d.figure, data, out, "fig3_d_cos2")]
 

@@ -126,12 +126,12 @@ def integer_ticks(axes: Iterable[Axes], axis: str = "x") -> None:
         getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
-def log_scale_if_wide(axes: Iterable[Axes], values: pd.Series) -> None:
-    """A log y scale when the (positive) values span more than :data:`WIDE_RANGE`."""
+def log_scale_if_wide(axes: Iterable[Axes], values: pd.Series, axis: str = "y") -> None:
+    """A log scale on ``axis`` when the (positive) values span more than :data:`WIDE_RANGE`."""
     positive = values[np.isfinite(values) & (values > 0)]
     if len(positive) and positive.max() / positive.min() > WIDE_RANGE:
         for ax in axes:
-            ax.set_yscale("log")
+            getattr(ax, f"set_{axis}scale")("log")
 
 
 def hide_empty_facets(grid: sns.FacetGrid, data: pd.DataFrame) -> sns.FacetGrid:

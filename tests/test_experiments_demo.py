@@ -116,7 +116,7 @@ def test_the_variance_matched_preset_runs_three_kinds_at_one_noise_variance(matc
     out = matched_smoke / "results" / "variance_matched" / "smoke"
     assert (out / "fig4_shift.png").read_bytes()[:4] == b"\x89PNG"
     measured = (out / "theory_vs_measured_table.md").read_text()
-    assert all(kind in measured for kind in ("bernoulli", "gaussian", "uniform"))
+    assert all(kind in measured for kind in ("Bernoulli", "Gaussian", "Uout"))
 
 
 def test_the_command_names_this_python_as_typed_from_the_checkout(demo, monkeypatch):

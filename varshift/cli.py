@@ -12,15 +12,21 @@ A user's mistake (a bad config or override, missing data, a run directory in use
 start) ends the command with one line, ``varshift-train: error: ...``, and exit status 2; ``--debug`` (or
 ``HYDRA_FULL_ERROR=1``) shows the traceback instead.
 
+A run names its folder when it starts; Ctrl-C (SIGINT) or SIGTERM ends it with one line, what it keeps and the
+command that resumes it, and exit status 130 or 143. ``experiment=<preset>`` without ``-m`` is refused with the
+commands that run the preset's sweep.
+
 Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -98,16 +104,24 @@ def main() -> None:
     request_tracebacks(debug)
     # Hydra then raises its composition errors (a bad override, an unknown group option) instead of printing them.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    with reported_user_errors(PROG):
+    with reported_user_errors(PROG), reported_interrupt():
         refuse_a_preset_without_multirun(sys.argv[1:])
-        try:
-            train_app()
-        except RunInterrupted as stop:  # one line: what the run keeps, the command that resumes it
-            print(f"{PROG}: {stop}", file=sys.stderr)
-            raise SystemExit(128 + stop.signum) from None
-        except KeyboardInterrupt:  # before a run's training started, or a second Ctrl-C while it ended
-            print(f"{PROG}: interrupted", file=sys.stderr)
-            raise SystemExit(128 + signal.SIGINT) from None
+        train_app()
+
+
+@contextlib.contextmanager
+def reported_interrupt() -> Iterator[None]:
+    """An interrupted run ends the command with one line, what it keeps and the command that resumes it
+    (:class:`RunInterrupted`), and exit status 128 + the signal's number; an interrupt before a run trains (or a
+    second Ctrl-C while it winds down) with ``interrupted``. Never a traceback."""
+    try:
+        yield
+    except RunInterrupted as stop:
+        print(f"{PROG}: {stop}", file=sys.stderr)
+        raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

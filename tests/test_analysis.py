@@ -711,8 +711,10 @@ def test_figures_have_no_title_unless_asked_their_captions_name_the_artifact_and
     assert main(["fig4", str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
     assert main(["fig4", str(tmp_path / "runs"), "--out", str(tmp_path / "titled"), "--title"]) == 0
     caption = (tmp_path / "plain" / "fig4_shift.txt").read_text()
-    assert caption == ("Figure 4: variance shift of every BN layer after training (1 = no shift). Lines and bars: the "
-                       "mean over seeds; bands and error bars: their range (min to max, n = 2).\n")
+    assert caption == ("Figure 4: variance shift of every BN layer after training (1 = no shift). Lines: the mean "
+                       "over seeds; bands: their range (min to max, n = 2).\n")
+    assert (tmp_path / "plain" / "fig4_error.txt").read_text().endswith(
+        "Bars: the mean over seeds; error bars: their range (min to max, n = 2).\n")
     assert (tmp_path / "titled" / "fig4_shift.txt").read_text() == caption
     for stem in ("fig4_shift", "fig4_error"):  # the caption is drawn above the figure only when asked
         assert png_height(tmp_path / "titled" / f"{stem}.png") > png_height(tmp_path / "plain" / f"{stem}.png") + 40

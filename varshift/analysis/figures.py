@@ -68,7 +68,7 @@ def shift_curves(data: pd.DataFrame, runs: pd.DataFrame, caption_text: str) -> s
 
 def error_bars(data: pd.DataFrame, runs: pd.DataFrame, error: str, caption_text: str) -> sns.FacetGrid:
     """Figure 4, bottom: test error per network, one bar per dropout setting of ``runs``."""
-    errorbar, note = seed_spread(data, ["panel", "network", "dropout"])
+    errorbar, note = seed_spread(data, ["panel", "network", "dropout"], bars=True)
     with sns.axes_style("whitegrid"):
         grid = sns.catplot(data=data, x="network", y=error, hue="dropout", hue_order=dropout_order(data),
                            palette=dropout_palette(runs), col="panel", kind="bar", errorbar=errorbar, height=3.2,
@@ -147,10 +147,11 @@ def fig5(runs: pd.DataFrame, out: str | Path) -> list[Path]:
 
 def alignment_curves(data: pd.DataFrame, x: str, y: str, x_label: str, y_label: str,
                      title: str) -> sns.FacetGrid:
-    errorbar, note = seed_spread(data, ["dataset.name", "network", x])
+    errorbar, note = seed_spread(data, ["dataset.name", "network", "dropout", x])
+    style = "dropout" if data["dropout"].nunique() > 1 else None  # trained weights differ with the dropout
     with sns.axes_style("whitegrid"):
-        grid = sns.relplot(data=data, x=x, y=y, hue="network", col="dataset.name", kind="line", errorbar=errorbar,
-                           marker="o", height=3.2, aspect=1.3, facet_kws={"sharex": False})
+        grid = sns.relplot(data=data, x=x, y=y, hue="network", style=style, col="dataset.name", kind="line",
+                           errorbar=errorbar, marker="o", height=3.2, aspect=1.3, facet_kws={"sharex": False})
     integer_ticks(grid.axes.flat)
     grid.set_axis_labels(x_label, y_label)
     grid.set_titles(col_template="{col_name}")
@@ -160,7 +161,9 @@ def alignment_curves(data: pd.DataFrame, x: str, y: str, x_label: str, y_label: 
 def fig3(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     """Figure 3: cos^2(theta) per conv layer, and d cos^2(theta) against the filter dimension d."""
     layers = labelled(collect_records(runs, "alignment"), runs)
-    data = layers[["run_dir", "seed", "dataset.name", "network", "layer", "name", "d", "cos2", "d_cos2"]]
+    # a run without dropout is labelled once per panel of the others; its conv layers count once
+    data = layers[["run_dir", "seed", "dataset.name", "network", "dropout", "layer", "name", "d", "cos2",
+                   "d_cos2"]].drop_duplicates()
     by_layer = alignment_curves(data, "layer", "cos2", "convolutional layer index", "mean of cos²θ over filters",
                                 caption("fig3", runs, "cos²θ between each filter and the all-ones vector, mean "
                                                       "over the filters of each conv layer"))

@@ -110,14 +110,15 @@ def dropout_palette(runs: pd.DataFrame) -> dict[str, tuple]:
     return colours
 
 
-def seed_spread(data: pd.DataFrame, groups: Sequence[str]) -> tuple[tuple | None, str]:
+def seed_spread(data: pd.DataFrame, groups: Sequence[str], bars: bool = False) -> tuple[tuple | None, str]:
     """seaborn's ``errorbar`` and a caption note: the range over the seeds (min to max) where a plotted group has
-    several runs. A range keeps to the values' bounds, which mean ± std does not (a shift >= 1 would dip below 1)."""
+    several runs. A range keeps to the values' bounds, which mean ± std does not (a shift >= 1 would dip below 1).
+    ``bars``: the figure draws bars (with error bars), not lines (with bands)."""
     counts = data.groupby(list(groups))["run_dir"].nunique()
     if counts.max() > 1:
         n = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
-        return ("pi", 100), f" Lines and bars: the mean over seeds; bands and error bars: their range (min to max, " \
-                            f"n = {n})."
+        mark, spread = ("Bars", "error bars") if bars else ("Lines", "bands")
+        return ("pi", 100), f" {mark}: the mean over seeds; {spread}: their range (min to max, n = {n})."
     return None, ""
 
 

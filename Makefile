@@ -9,13 +9,18 @@ FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 
 .PHONY: install demo theory test lint bench data
 
+# pip runs quietly; each step says first what it installs and how long it takes.
 $(STAMP): pyproject.toml
+	@echo "make install (1/3): creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "make install (2/3): installing $(TORCH) into $(VENV): the long step, a few minutes without output"
 	$(PY) -m pip install --quiet $(TORCH)
+	@echo "make install (3/3): installing varshift (editable) with its dev and slurm extras: about a minute"
 	$(PY) -m pip install --quiet -e ".[dev,slurm]"
 	touch $@
 
 install: $(STAMP)
+	@echo "varshift is installed in $(VENV): $(VENV)/bin/varshift-train --help to start"
 
 # Fashion-MNIST for the demo: Debian's package where apt is usable, otherwise torchvision downloads it.
 data:

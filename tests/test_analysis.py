@@ -19,9 +19,8 @@ from varshift.analysis import figures, tables
 from varshift.analysis import report as analysis_report
 from varshift.analysis.cli import main
 from varshift.analysis.collect import collect, collect_records, collect_wandb, find_run_dirs
-from varshift.analysis.labels import experiment_title
 from varshift.analysis.paper import PAPER_NUMBERS, paper_reference
-from varshift.analysis.plotting import run_labels
+from varshift.analysis.plotting import figure_caption, run_labels
 from varshift.analysis.theory_figure import theory_vs_measured
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -223,16 +222,17 @@ def test_table_cells_are_the_hand_computed_mean_and_std_beside_the_paper(tmp_pat
     # the paper's row order (Table 4 lists PreResNet before WRN), and every cell
     assert [(r["dataset"], r["model"]) for r in markdown] == [
         (dataset, model) for dataset in ("cifar10", "cifar100") for model in ("preresnet110", "wrn28_10")]
+    symbol = {"bernoulli": "q", "uniform": "β"}[kind]  # the paper's drop ratio q, Uout's width β
     for md_row, tex_row in zip(markdown, latex, strict=True):
         for rate, tex_cell in zip((0.0, 0.2), tex_row[2:], strict=True):
-            cell = parse_cell(md_row[f"rate={rate:g}"])
+            cell = parse_cell(md_row[f"{symbol} = {rate:g}"])
             mean, std = hand_stats(errors[(md_row["dataset"], md_row["model"], rate)])
             assert (cell["mean"], cell["std"]) == (mean, std)
             if std is None:
                 assert "n=1" in cell["notes"]
             key = (artifact, md_row["dataset"], md_row["model"], position, kind, rate, "test_error")
             assert cell["notes"]["paper"] == f"{float(paper[key]):.2f}"
-            assert tex_cell == md_row[f"rate={rate:g}"].replace("±", "$\\pm$")
+            assert tex_cell == md_row[f"{symbol} = {rate:g}"].replace("±", "$\\pm$")
     stats = pd.read_csv(tmp_path / "out" / f"{artifact}.csv")
     one = stats[(stats["dataset.name"] == "cifar100") & (stats["model.name"] == "wrn28_10")
                 & (stats["dropout.rate"] == 0.2)].iloc[0]
@@ -248,12 +248,13 @@ def test_table3_shows_error_before_and_after_recalibration_with_the_papers_value
             make_run(tmp_path / "runs", f"{position}-{seed}", seed=seed, dataset="cifar100",
                      model="densenet_bc100", position=position,
                      summary={"test_error": before, "test_error_recalibrated": after})
-            expected.setdefault((position, "error"), []).append(before)
-            expected.setdefault((position, "error, BN recalibrated"), []).append(after)
+            expected.setdefault((position, "test error"), []).append(before)
+            expected.setdefault((position, "test error, BN recalibrated"), []).append(after)
     tables.table3(collect([tmp_path / "runs"]), tmp_path)
     (row,) = markdown_rows((tmp_path / "table3.md").read_text())
     for (position, metric), values in expected.items():
-        cell = parse_cell(row[f"position={position}, {metric}"])
+        words = {"before_bn": "Dropout-(a) before BN", "before_conv": "Dropout-(b) before conv"}[position]
+        cell = parse_cell(row[f"{words}, {metric}"])
         assert (cell["mean"], cell["std"]) == hand_stats(values)
         paper_metric = "test_error_recalibrated" if "recalibrated" in metric else "test_error"
         key = ("table3", "cifar100", "densenet_bc100", position, "bernoulli", 0.5, paper_metric)
@@ -267,10 +268,10 @@ def test_table_keeps_different_settings_apart_and_rejects_bad_requests(tmp_path)
     with pytest.raises(ValueError, match=r"different settings \(dropout.kind: bernoulli, uniform\)"):
         tables.table(runs, ["dataset.name"], [], "test_error")
     by_kind = tables.table(runs, ["dataset.name"], ["dropout.kind"], "test_error")
-    assert markdown_rows(by_kind.markdown) == [{"dataset": "cifar10", "kind=bernoulli": "5.00 (n=1)",
-                                                "kind=uniform": "7.00 (n=1)"}]
+    assert markdown_rows(by_kind.markdown) == [{"dataset": "cifar10", "Bernoulli": "5.00 (n=1)",
+                                                "Uout": "7.00 (n=1)"}]
     tables.artifact_table(runs, ["dataset.name"], [], "test_error", tmp_path, "extra", "kinds become rows")
-    assert [r["kind"] for r in markdown_rows((tmp_path / "extra.md").read_text())] == ["bernoulli", "uniform"]
+    assert [r["dropout"] for r in markdown_rows((tmp_path / "extra.md").read_text())] == ["Bernoulli", "Uout"]
     with pytest.raises(ValueError, match="column 'speed' is not in the runs"):
         tables.table(runs, ["dataset.name"], [], "speed")
     with pytest.raises(ValueError, match="value column 'dropout.kind' is not numeric"):
@@ -317,17 +318,18 @@ def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path
     for stem in ("fig4_shift", "fig4_error"):
         assert (tmp_path / "out" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / "out" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
-    assert len(written) == 12
+    assert len(written) == 14  # each figure: PNG, PDF, CSV of the plotted data, TXT of its caption
+    assert (tmp_path / "out" / "fig4_shift.txt").read_text().startswith("Figure 4: variance shift of every BN layer")
     plotted = pd.read_csv(tmp_path / "out" / "fig4_shift.csv")
     assert len(plotted) == 8 * 4 and (plotted["shift"] < 9.0).all()  # the final stage only, not the probes
     curve = plotted[(plotted["panel"] == "Dropout-(b) before conv | cifar10")
-                    & (plotted["dropout"] == "bernoulli 0.5") & (plotted["seed"] == 1)]
+                    & (plotted["dropout"] == "Bernoulli q = 0.5") & (plotted["seed"] == 1)]
     assert list(curve["shift"]) == pytest.approx([1.5, 2.0, 2.5, 3.0])
     errors = pd.read_csv(tmp_path / "out" / "fig4_error.csv")
     assert sorted(errors["test_error"]) == [5.0] * 4 + [5.5] * 4
     (before_bn, before_conv) = markdown_rows((tmp_path / "out" / "fig4_mean_shift.md").read_text())
     for row, position in ((before_bn, "before_bn"), (before_conv, "before_conv")):
-        cell = parse_cell(row["rate=0.5"])
+        cell = parse_cell(row["q = 0.5"])
         values = expected_means[(position, 0.5)]
         assert cell["mean"] == f"{statistics.mean(values):.3f}"
         assert cell["std"] == f"{statistics.stdev(values):.3f}"
@@ -335,11 +337,11 @@ def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path
         # PreResNet's Dropout-(b) 0.5 curve is clipped in the paper's plot: no paper value
         assert (key in paper) == (position == "before_bn")
         assert cell["notes"].get("paper") == (f"{float(paper[key]):.3f}" if key in paper else None)
-    grid = figures.shift_curves(plotted, "Figure 4")
+    grid = figures.shift_curves(plotted, runs, "Figure 4")
     axis = grid.axes.flat[0]
-    assert (axis.get_xlabel(), axis.get_ylabel()) == ("BN layer index", "max(real/moving, moving/real)")
-    assert [t.get_text() for t in grid.legend.texts] == ["no dropout", "bernoulli 0.5"]
-    assert "error bars: std over seeds" in grid.figure.get_suptitle()  # two seeds per setting
+    assert (axis.get_xlabel(), axis.get_ylabel()) == ("BN layer index", "variance shift\nmax(real/moving, moving/real)")
+    assert [t.get_text() for t in grid.legend.texts] == ["no dropout", "Bernoulli q = 0.5"]
+    assert "range (min to max, n = 2)" in figure_caption(grid.figure)  # two seeds per setting
     figures.plt.close(grid.figure)
 
 
@@ -352,18 +354,18 @@ def test_fig5_takes_the_last_eval_mode_accuracy_from_the_summary(tmp_path, paper
                  summary={"train_eval_acc": 85.0 - 20 * rate})
     figures.fig5(collect([tmp_path / "runs"]), tmp_path / "out")
     plotted = pd.read_csv(tmp_path / "out" / "fig5.csv")
-    eval_mode = plotted[(plotted["mode"] == "eval mode") & (plotted["dropout"] == "bernoulli 0.5")]
+    eval_mode = plotted[(plotted["mode"] == "eval mode") & (plotted["dropout"] == "Bernoulli q = 0.5")]
     assert list(zip(eval_mode["epoch"], eval_mode["accuracy"], strict=True)) == [(1, 40.0), (3, 75.0)]
     assert len(plotted[plotted["mode"] == "train mode"]) == 6
     (row,) = markdown_rows((tmp_path / "out" / "fig5_final.md").read_text())
-    cell = parse_cell(row["rate=0.5, eval mode"])
+    cell = parse_cell(row["q = 0.5, eval mode"])
     assert cell["mean"] == "75.00" and "n=1" in cell["notes"]
     key = ("fig5", "cifar100", "preresnet110", "before_bn", "bernoulli", 0.5, "train_eval_acc")
     assert cell["notes"]["paper"] == f"{float(paper[key]):.2f}"
-    assert parse_cell(row["rate=0, train mode"])["mean"] == "90.00"
-    grid = figures.training_accuracy(plotted, "Figure 5")
+    assert parse_cell(row["q = 0, train mode"])["mean"] == "90.00"
+    grid = figures.training_accuracy(plotted, collect([tmp_path / "runs"]), "Figure 5")
     assert all(float(tick).is_integer() for ax in grid.axes.flat for tick in ax.get_xticks())
-    assert [t.get_text() for t in grid.legend.texts][:3] == ["dropout", "no dropout", "bernoulli 0.5"]
+    assert [t.get_text() for t in grid.legend.texts][:3] == ["dropout", "no dropout", "Bernoulli q = 0.5"]
     figures.plt.close(grid.figure)
 
 
@@ -381,7 +383,7 @@ def test_table1_averages_conv_layers_then_seeds_and_fig3_plots_them(tmp_path, pa
     assert {p.name for p in written} >= {"table1.md", "fig3_cos2.png", "fig3_d_cos2.pdf", "fig3_cos2.csv"}
     (row,) = markdown_rows((tmp_path / "out" / "table1.md").read_text())
     for index, metric in enumerate(("cos²θ", "d·cos²θ")):
-        cell = parse_cell(row[f"dataset=cifar10, {metric}"])
+        cell = parse_cell(row[f"dataset = cifar10, {metric}"])
         values = [r[index] for r in per_run]
         assert cell["mean"] == f"{statistics.mean(values):.5f}"
         assert cell["std"] == f"{statistics.stdev(values):.5f}"
@@ -392,7 +394,7 @@ def test_table1_averages_conv_layers_then_seeds_and_fig3_plots_them(tmp_path, pa
     assert len(plotted) == 9
     grid = figures.alignment_curves(plotted, "layer", "cos2", "layer", "cos2", "t")
     assert all(float(tick).is_integer() for tick in grid.axes.flat[0].get_xticks())
-    assert "error bars: std over seeds" in grid.figure.get_suptitle()  # three seeds
+    assert "range (min to max, n = 3)" in figure_caption(grid.figure)  # three seeds
     figures.plt.close(grid.figure)
 
 
@@ -411,13 +413,14 @@ def test_theory_vs_measured_compares_only_the_bn_layers_a_dropout_feeds_with_the
     plotted = pd.read_csv(tmp_path / "out" / "theory_vs_measured.csv")
     assert sorted(set(plotted["layer"])) == [1, 3] and (plotted["shift"] < 50).all()
     for kind, rate, mean, _, _ in cases:
-        rows = plotted[plotted["dropout"] == f"{kind} {rate:g}"]
+        label = {"bernoulli": f"Bernoulli q = {rate:g}", "uniform": f"Uout β = {rate:g}"}[kind]
+        rows = plotted[plotted["dropout"] == label]
         noise = {"bernoulli": rate / (1 - rate), "uniform": rate**2 / 3}[kind]
         assert rows["predicted_shift"].to_numpy() == pytest.approx(1 + noise * (mean**2 + 1.5) / 1.5)
-    rows = {(r["kind"], r["rate"]): r for r in markdown_rows(
+    rows = {(r["dropout"], r["drop ratio q (β for Uout)"]): r for r in markdown_rows(
         (tmp_path / "out" / "theory_vs_measured_table.md").read_text())}
-    measured = parse_cell(rows[("bernoulli", "0.5")]["dataset=cifar10, model=preresnet110, measured"])
-    predicted = parse_cell(rows[("bernoulli", "0.5")]["dataset=cifar10, model=preresnet110, theory"])
+    measured = parse_cell(rows[("Bernoulli", "0.5")]["dataset = cifar10, model = preresnet110, measured"])
+    predicted = parse_cell(rows[("Bernoulli", "0.5")]["dataset = cifar10, model = preresnet110, theory"])
     expected = 1 + 1.0 * (2.0**2 + 1.5) / 1.5  # bernoulli 0.5: s2 = 1
     spread = statistics.stdev([1.1 * expected, 0.9 * expected])
     assert (measured["mean"], measured["std"]) == (f"{expected:.3f}", f"{spread:.3f}")
@@ -450,10 +453,10 @@ def test_runs_that_differ_in_any_config_key_but_the_seed_and_the_neutral_ones_ar
     with pytest.raises(ValueError, match=r"different settings \(optim.lr: 0.01, 0.1\)"):
         tables.table(runs, ["dataset.name"], ["dropout.rate"], "test_error")
     tables.artifact_table(runs, ["dataset.name"], ["dropout.rate"], "test_error", tmp_path, "by_lr", "lr")
-    cells = {row["optim.lr"]: parse_cell(row["rate=0.5"]) for row in markdown_rows((tmp_path / "by_lr.md").read_text())}
+    cells = {row["optim.lr"]: parse_cell(row["q = 0.5"]) for row in markdown_rows((tmp_path / "by_lr.md").read_text())}
     assert {lr: (c["mean"], c["std"]) for lr, c in cells.items()} == {"0.1": hand_stats([5.0, 6.0]),
                                                                      "0.01": hand_stats([9.0, 11.0])}
-    assert set(run_labels(runs)["network"]) == {"preresnet110, optim.lr=0.1", "preresnet110, optim.lr=0.01"}
+    assert set(run_labels(runs)["network"]) == {"preresnet110, optim.lr = 0.1", "preresnet110, optim.lr = 0.01"}
 
 
 def test_keys_that_only_follow_the_network_and_keys_some_runs_lack_neither_split_nor_repeat_rows(tmp_path):
@@ -469,7 +472,7 @@ def test_keys_that_only_follow_the_network_and_keys_some_runs_lack_neither_split
     rows = markdown_rows((tmp_path / "out" / "table4.md").read_text())
     assert [(r["dataset"], r["model"]) for r in rows] == [
         (dataset, model) for dataset in ("cifar10", "cifar100") for model in ("preresnet110", "wrn28_10")]
-    assert all(parse_cell(r[f"rate={rate}"])["mean"] == f"{5.5 + rate:.2f}" for r in rows for rate in (0, 0.5))
+    assert all(parse_cell(r[f"q = {rate}"])["mean"] == f"{5.5 + rate:.2f}" for r in rows for rate in (0, 0.5))
 
 
 def cut_short(path: Path) -> None:
@@ -517,7 +520,7 @@ def test_tables_report_the_final_epoch_unless_the_best_is_asked_for_and_say_whic
         text = (out / "table4.md").read_text()
         assert f"at the {epoch} epoch" in text.splitlines()[0]
         (row,) = markdown_rows(text)
-        assert (parse_cell(row["rate=0.1"])["mean"], parse_cell(row["rate=0.1"])["std"]) == hand_stats(
+        assert (parse_cell(row["q = 0.1"])["mean"], parse_cell(row["q = 0.1"])["std"]) == hand_stats(
             [100 - a for a in accuracies])
     with pytest.raises(SystemExit):
         main(["fig5", str(tmp_path / "runs"), "--out", str(tmp_path), "--epoch", "best"])
@@ -549,7 +552,7 @@ def test_lower_bounds_are_the_clipped_curves_and_tables_show_them(tmp_path):
     (row,) = markdown_rows((tmp_path / "out" / "fig4_mean_shift.md").read_text())
     reference = numbers[(numbers["dataset"] == dataset) & (numbers["position"] == position)
                         & (numbers["rate"] == rate) & (numbers["model"] == model) & (numbers["metric"] == "mean_shift")]
-    assert parse_cell(row[f"rate={rate:g}"])["notes"]["paper"] == f"≥{reference['value'].iloc[0]:.3f}"
+    assert parse_cell(row[f"q = {rate:g}"])["notes"]["paper"] == f"≥{reference['value'].iloc[0]:.3f}"
 
 
 # -- figures of mixed folders --
@@ -570,17 +573,19 @@ def test_figures_of_a_mixed_folder_label_facet_and_scale_what_they_show(tmp_path
     # the run without dropout is the reference in each panel of its network, as the paper's 0.0 curve
     assert set(baseline["panel"]) == {"Dropout-(a) before BN | cifar10", "dropout after all BN | cifar10"}
     assert set(baseline["dropout"]) == {"no dropout"}
-    assert set(plotted["network"]) == {"preresnet110, experiment=demo", "preresnet110, experiment=fig4"}
-    rows = markdown_rows((tmp_path / "out" / "fig4_test_error.md").read_text())
-    keys = [(r["position"], r["kind"]) for r in rows]
-    assert keys == [("none", "none"), ("before_bn", "bernoulli"), ("before_bn", "uniform"),
-                    ("before_conv", "bernoulli"), ("head", "bernoulli")]
-    assert [sum(cell != "–" for key, cell in r.items() if key.startswith("rate=")) for r in rows] == [1, 1, 1, 2, 1]
+    assert set(plotted["network"]) == {"preresnet110, experiment = demo", "preresnet110, experiment = fig4"}
+    text = (tmp_path / "out" / "fig4_test_error.md").read_text()
+    assert text.startswith("**Figure 4: test error (%) at the final epoch. Runs of Demo + Figure 4.**")
+    rows = markdown_rows(text)
+    keys = [(r["position"], r["dropout"]) for r in rows]
+    assert keys == [("no dropout", "no dropout"), ("Dropout-(a) before BN", "Bernoulli"),
+                    ("Dropout-(a) before BN", "Uout"), ("Dropout-(b) before conv", "Bernoulli"),
+                    ("dropout after all BN", "Bernoulli")]
+    assert [sum(cell != "–" for key, cell in r.items() if key.startswith("q or β = ")) for r in rows] == [1, 1, 1, 2, 1]
 
-    grid = figures.shift_curves(plotted, experiment_title(runs))
-    title = grid.figure.get_suptitle()
-    assert title.startswith("Demo + Figure 4: ") and "error bars" not in title  # one seed per setting
-    assert {t.get_text() for t in grid.legend.texts} == {"no dropout", "bernoulli 0.5", "uniform 0.5"}
+    grid = figures.shift_curves(plotted, runs, "Figure 4 caption.")
+    assert figure_caption(grid.figure) == "Figure 4 caption."  # one seed per setting: no note on the bands
+    assert {t.get_text() for t in grid.legend.texts} == {"no dropout", "Bernoulli q = 0.5", "Uout β = 0.5"}
     shown = {key: ax for key, ax in grid.axes_dict.items() if ax.get_visible()}
     assert set(shown) == set(zip(plotted["network"], plotted["panel"], strict=True))
     assert len(shown) < len(grid.axes_dict)  # the empty facets are hidden
@@ -588,7 +593,7 @@ def test_figures_of_a_mixed_folder_label_facet_and_scale_what_they_show(tmp_path
     assert {ax.get_yscale() for ax in shown.values()} == {"log"}  # the shifts span 1 to 100
     assert all(float(tick).is_integer() for ax in shown.values() for tick in ax.get_xticks())
     figures.plt.close(grid.figure)
-    narrow = figures.shift_curves(plotted[plotted["shift"] < 30], "narrow")
+    narrow = figures.shift_curves(plotted[plotted["shift"] < 30], runs, "narrow")
     assert {ax.get_yscale() for ax in narrow.axes.flat} == {"linear"}
     figures.plt.close(narrow.figure)
 
@@ -606,7 +611,8 @@ def test_fig1_shows_the_papers_network_with_and_without_dropout_before_bn_and_th
     make_run(tmp_path / "runs", "head", model="densenet_bc100", dataset="cifar100", position="head",
              variance=shift_rows([1.0, 1.0]))
     written = figures.fig1(collect([tmp_path / "runs"]), tmp_path / "out")
-    assert sorted(p.name for p in written) == ["fig1.csv", "fig1.pdf", "fig1.png"]
+    assert sorted(p.name for p in written) == ["fig1.csv", "fig1.pdf", "fig1.png", "fig1.txt"]
+    assert (tmp_path / "out" / "fig1.txt").read_text().startswith("Figure 1: top, the toy case")
     everything = pd.read_csv(tmp_path / "out" / "fig1.csv")
     plotted, toy = everything[everything["panel"] == "shift"], everything[everything["panel"] == "toy"]
     # the toy case, simulated (200,000 draws: the variances are within 1% of 1/p and 1)
@@ -617,10 +623,11 @@ def test_fig1_shows_the_papers_network_with_and_without_dropout_before_bn_and_th
     assert set(zip(plotted["model.name"], plotted["dataset.name"], strict=True)) == {("densenet_bc100", "cifar100")}
     assert sorted(set(plotted["dropout.rate"])) == [0.0, 0.5] and len(plotted) == 2 * 2 * 2
     curves = set(plotted["curve"])
-    assert curves == {f"no dropout, test acc {statistics.mean([80.0, 79.0]):.2f}%",
-                      f"dropout 0.5 before each BN, test acc {statistics.mean([75.0, 74.0]):.2f}%"}
+    assert curves == {f"no dropout, test accuracy {statistics.mean([80.0, 79.0]):.2f}%",
+                      f"Bernoulli q = 0.5 before each BN, test accuracy {statistics.mean([75.0, 74.0]):.2f}%"}
     figures.fig1(collect([tmp_path / "runs"]), tmp_path / "best", epoch="best")
-    assert "dropout 0.5 before each BN, test acc 76.00%" in set(pd.read_csv(tmp_path / "best" / "fig1.csv")["curve"])
+    assert "Bernoulli q = 0.5 before each BN, test accuracy 76.00%" in set(
+        pd.read_csv(tmp_path / "best" / "fig1.csv")["curve"])
     with pytest.raises(ValueError, match="fig1 needs runs with Bernoulli dropout before BN"):
         figures.fig1(collect([tmp_path / "runs" / "head"]), tmp_path / "out")
 
@@ -641,9 +648,34 @@ def test_a_run_report_holds_its_curves_its_shift_and_its_results(tmp_path, capsy
     results = {row["result"]: row["value"] for row in markdown_rows(text)}
     assert (results["test accuracy (%), final epoch"], results["test accuracy (%), best epoch"],
             results["test accuracy (%) after BN recalibration"]) == ("53", "53.5", "55.25")
-    assert "preresnet110 on cifar10, bernoulli 0.5 (Dropout-(a) before BN), seed 0" in text
+    assert "preresnet110 on cifar10, Bernoulli q = 0.5 (Dropout-(a) before BN), seed 0" in text
     with pytest.warns(UserWarning, match="no summary.json"), pytest.raises(ValueError, match="no complete runs"):
         analysis_report.write_run_report(make_run(tmp_path, "unfinished", status=None))
+
+
+def test_per_class_accuracy_is_tabled_per_setting_and_class_and_in_the_run_report(tmp_path, capsys):
+    """Two seeds of one setting and a baseline; the cells are the hand-computed mean ± std over seeds; a class
+    without test images (null in summary.json) has no line in the table and a dash in the report."""
+    for seed, final, recalibrated in ((0, [90.0, 10.0, None], [92.0, 60.0, None]),
+                                      (1, [80.0, 30.0, None], [88.0, 70.0, None])):
+        make_run(tmp_path / "runs", f"before_bn{seed}", seed=seed, summary={
+            "test_acc_per_class": final, "test_acc_recalibrated_per_class": recalibrated})
+    baseline = make_run(tmp_path / "runs", "none", kind="none", rate=0.0, position="none", summary={
+        "test_acc_per_class": [95.0, 94.0, None], "test_acc_recalibrated_per_class": [95.5, 94.5, None]},
+        metrics=[{"epoch": 1, "train_acc": 60.0, "test_acc": 50.0}], variance=shift_rows([1.0, 1.01]))
+    assert main(["per-class", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    rows = markdown_rows((tmp_path / "out" / "per_class.md").read_text())
+    dropout = [row for row in rows if row["dropout"] == "Bernoulli"]
+    assert [(row["class"], row["final model"], row["BN recalibrated"]) for row in dropout] == [
+        ("0", "85.00 ± 7.07", "90.00 ± 2.83"), ("1", "20.00 ± 14.14", "65.00 ± 7.07")]
+    assert [row["final model"] for row in rows if row["dropout"] == "no dropout"] == ["95.00 (n=1)", "94.00 (n=1)"]
+    assert main(["report", str(baseline)]) == 0
+    text = (baseline / "report.md").read_text()
+    assert "## Test accuracy per class" in text
+    assert "| 1 | 94.00 | 94.50 |" in text and "| 2 | – | – |" in text
+    with pytest.raises(SystemExit):
+        main(["per-class", str(make_run(tmp_path, "old")), "--out", str(tmp_path / "out")])
+    assert "has no test_acc_per_class (written by an older varshift)" in capsys.readouterr().err
 
 
 # -- command line --
@@ -652,7 +684,7 @@ def test_command_line_writes_an_artifact_and_reports_bad_input(tmp_path, capsys)
     error_runs(tmp_path / "runs", "table4", "bernoulli", "head", [0.1])
     assert main(["table4", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert "table4: 10 runs, 3 files" in capsys.readouterr().out
-    assert markdown_rows((tmp_path / "out" / "table4.md").read_text())[0]["rate=0.1"].endswith("(paper 4.96)")
+    assert markdown_rows((tmp_path / "out" / "table4.md").read_text())[0]["q = 0.1"].endswith("(paper 4.96)")
     with pytest.raises(SystemExit) as exit_info:
         main(["table4", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "missing' does not exist" in capsys.readouterr().err
@@ -662,3 +694,67 @@ def test_command_line_writes_an_artifact_and_reports_bad_input(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["table9", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert "invalid choice: 'table9'" in capsys.readouterr().err
+
+
+# -- figures and tables for a paper --
+
+def png_height(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[20:24], "big")  # PNG's IHDR: width, then height
+
+
+def test_figures_have_no_title_unless_asked_their_captions_name_the_artifact_and_its_runs(tmp_path, capsys):
+    for seed in (0, 1):
+        for rate in (0.0, 0.5):
+            make_run(tmp_path / "runs", f"{rate}-{seed}", seed=seed, rate=rate, experiment="fig4",
+                     variance=shift_rows([1.0 + rate, 1.0 + 2 * rate]),
+                     summary={"test_error_recalibrated": 9.0})
+    assert main(["fig4", str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
+    assert main(["fig4", str(tmp_path / "runs"), "--out", str(tmp_path / "titled"), "--title"]) == 0
+    caption = (tmp_path / "plain" / "fig4_shift.txt").read_text()
+    assert caption == ("Figure 4: variance shift of every BN layer after training (1 = no shift). Lines: the mean "
+                       "over seeds; bands: their range (min to max, n = 2).\n")
+    assert (tmp_path / "plain" / "fig4_error.txt").read_text().endswith(
+        "Bars: the mean over seeds; error bars: their range (min to max, n = 2).\n")
+    assert (tmp_path / "titled" / "fig4_shift.txt").read_text() == caption
+    for stem in ("fig4_shift", "fig4_error"):  # the caption is drawn above the figure only when asked
+        assert png_height(tmp_path / "titled" / f"{stem}.png") > png_height(tmp_path / "plain" / f"{stem}.png") + 40
+    # Table 3 made from Figure 4's runs is Table 3, from the runs of Figure 4, in the paper's words
+    assert main(["table3", str(tmp_path / "runs"), "--out", str(tmp_path / "plain")]) == 0
+    text = (tmp_path / "plain" / "table3.md").read_text()
+    assert text.startswith("**Table 3: test error (%) of the final model before and after BN recalibration. "
+                           "Runs of Figure 4.**")
+    assert "| dataset   | model        | drop ratio q   | Dropout-(a) before BN, test error   |" in text
+    assert "Table 3: test error" in (tmp_path / "plain" / "table3.tex").read_text()  # the LaTeX caption
+
+
+def test_shift_bands_are_the_range_over_seeds_and_never_dip_below_one(tmp_path):
+    """Seeds measuring 1.0 and 3.0 at a layer: mean 2, std 1.41, so mean - std = 0.59 would fall below the
+    statistic's floor of 1; the range over the seeds is [1, 3]."""
+    for seed, shifts in ((0, [1.0, 1.0]), (1, [3.0, 1.2])):
+        make_run(tmp_path / "runs", f"s{seed}", seed=seed, variance=shift_rows(shifts))
+    runs = collect([tmp_path / "runs"])
+    data = run_labels(runs).merge(collect_records(runs, "variance"), on="run_dir")
+    grid = figures.shift_curves(data, runs, "caption")
+    (band,) = grid.axes.flat[0].collections[:1]
+    low, high = band.get_paths()[0].vertices[:, 1].min(), band.get_paths()[0].vertices[:, 1].max()
+    figures.plt.close(grid.figure)
+    assert (low, high) == (1.0, 3.0)
+
+
+def test_the_rates_of_one_kind_are_shades_of_one_palette_darker_as_the_rate_grows(tmp_path):
+    from matplotlib.colors import rgb_to_hsv
+
+    from varshift.analysis.plotting import NO_DROPOUT_COLOUR, dropout_palette
+
+    for kind, rate in (("none", 0.0), ("bernoulli", 0.1), ("bernoulli", 0.3), ("bernoulli", 0.5), ("uniform", 0.1),
+                       ("uniform", 0.3)):
+        make_run(tmp_path, f"{kind}-{rate}", kind=kind, rate=rate)
+    palette = dropout_palette(collect([tmp_path]))
+    assert palette["no dropout"] == NO_DROPOUT_COLOUR
+    for labels in (["Bernoulli q = 0.1", "Bernoulli q = 0.3", "Bernoulli q = 0.5"], ["Uout β = 0.1", "Uout β = 0.3"]):
+        hues, values = zip(*((rgb_to_hsv(palette[label])[0], rgb_to_hsv(palette[label])[2]) for label in labels),
+                           strict=True)
+        assert max(hues) - min(hues) < 0.05  # one hue
+        assert list(values) == sorted(values, reverse=True)  # darker as the rate grows
+    blue, orange = (rgb_to_hsv(palette[label])[0] for label in ("Bernoulli q = 0.1", "Uout β = 0.1"))
+    assert abs(blue - orange) > 0.2  # another kind, another hue

@@ -4,7 +4,10 @@ shift, the prediction against the measurement, eval-mode dropout, and the varshi
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,6 +94,10 @@ def test_efficientnet_stochastic_depth_shifts_the_next_blocks_bn_through_its_con
     assert len(shifting_feeds) and set(shifting_feeds["path"]) == {INDIRECT}
     assert set(shifting_feeds["prediction"]) == {BOUND} and (shifting_feeds["predicted_shift"] > 1.0).all()
     assert report.exit_code == 1
+    # a dropped residual branch cannot move after the last BN: its remedies are BN recalibration and Uout's noise
+    assert shifting_feeds["remedy"].str.startswith("varshift.bn.recalibrate_bn after training").all()
+    assert not shifting_feeds["remedy"].str.contains("move the dropout").any()
+    assert "or scale the residual branch by 1 + U(-0.1, 0.1) per sample" in shifting_feeds["remedy"].iloc[0]
 
 
 class ForgetfulDropout(nn.Module):
@@ -171,7 +178,7 @@ def test_drop_path_and_alpha_dropout_are_sites_with_their_noise():
 def test_varshift_models_shift_at_every_slot_before_bn_and_conv_and_never_at_the_head(name):
     dropout = {"kind": "bernoulli", "rate": 0.5}
     for position in ("before_bn", "before_conv", "head"):
-        model = build_model(name, dropout=dropout, position=position, **SMALL_SIZES[name])
+        model = build_model(name, in_channels=3, dropout=dropout, position=position, **SMALL_SIZES[name])
         report = audit(model, input_shape=(3, 16, 16), batch_size=2, num_batches=1)
         slots = [module for module in model.modules() if isinstance(module, MultiplicativeNoise)]
         assert len(report.sites) == len(slots) > 0, position
@@ -271,3 +278,107 @@ def test_target_kwargs_are_literals_or_bare_words():
     target = load_target("mlp:position=before_bn,hidden=8,dataset=cifar10")
     assert target.input_shape == (3, 32, 32)
     assert sum(isinstance(module, MultiplicativeNoise) for module in target.model.modules()) == 2
+
+
+# -- the command line on the user's own code and data --
+
+MODEL_FILE = """\
+from torch import nn
+
+if FAIL_ON_IMPORT:
+    raise ImportError("a dependency of this file is missing")
+
+
+class Asserting(nn.Module):
+    def forward(self, x):
+        assert x.shape[1] == 1, "expects grey images"
+        return x
+
+
+def make(width=4):
+    net = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.Dropout(0.5), nn.BatchNorm2d(width), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 2))
+    net.input_shape = (3, 8, 8)
+    return net
+
+
+def broken():
+    raise RuntimeError("CUDA out of memory")
+
+
+def asserting():
+    return Asserting()
+
+
+def bad_shape():
+    net = make()
+    net.input_shape = "3x8x8"
+    return net
+"""
+TINY_ARGS = ["--batches", "1", "--batch-size", "4"]
+
+
+@pytest.fixture
+def model_files(tmp_path, monkeypatch):
+    """mymodel.py in the current folder and models/netfile.py below it (whose import fails with ``broken_import``)."""
+    (tmp_path / "mymodel.py").write_text("FAIL_ON_IMPORT = False\n" + MODEL_FILE)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "netfile.py").write_text("FAIL_ON_IMPORT = False\n" + MODEL_FILE)
+    (tmp_path / "models" / "broken_import.py").write_text("FAIL_ON_IMPORT = True\n" + MODEL_FILE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("mymodel", "netfile", "broken_import"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return tmp_path
+
+
+def test_cli_audits_a_module_of_the_current_folder_and_a_python_file(model_files, capsys):
+    assert main(["mymodel:make", *TINY_ARGS]) == 1
+    assert main(["models/netfile.py:make:width=3", *TINY_ARGS]) == 1
+    out = capsys.readouterr().out
+    assert out.count("input 3x8x8") == 2 and out.count("variance shift found (exit 1)") == 2
+    assert "remedy for the 1 dropout site(s)" in out and "move the dropout after the last BN" in out
+
+
+@pytest.mark.parametrize("target, stage", [
+    ("mymodel:broken", "building the model mymodel:broken() failed: RuntimeError: CUDA out of memory"),
+    ("models/netfile.py:asserting", "the forward pass of the model on inputs of shape 4x3x224x224 failed: "
+                                    "AssertionError: expects grey images; set --input-shape"),
+    ("mymodel:bad_shape", "the model's input_shape = '3x8x8' is not an input shape"),
+    ("models/broken_import.py:make", "importing models/broken_import.py failed: ImportError: a dependency of this "
+                                     "file is missing"),
+])
+def test_cli_a_failure_of_the_users_code_is_exit_2_in_one_line_naming_the_stage(model_files, capsys, target, stage):
+    """Exit status 1 means "shift found" to a CI gate: a crash of the model's own code must never read as that."""
+    assert main([target, *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err == f"varshift-audit: error: {target}: {stage}" + err.split(stage, 1)[1] and err.count("\n") == 1
+
+
+def test_cli_data_predicts_from_real_images_and_measures_the_shift(model_files, fashion_root, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setenv("VARSHIFT_DATA", str(fashion_root))
+    assert main(["small_cnn:position=before_bn,channels=(4,),hidden=8", "--data", "fashion_mnist", *TINY_ARGS,
+                 "--threads", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "input 1x28x28, 1 data batch(es) of 4" in out and "measured_shift" in out and "recalibrated_shift" in out
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (model_files / "images" / label).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)).save(
+                model_files / "images" / label / f"{index}.png")
+    assert main(["mymodel:make", "--data", "images", "--input-shape", "3,8,8", *TINY_ARGS]) == 1
+    out = capsys.readouterr().out
+    assert "input 3x8x8, 1 data batch(es) of 4" in out and "measured_shift" in out
+    assert main(["mymodel:make", "--data", "models", *TINY_ARGS]) == 2
+    assert "--data models: not a folder of class folders of images" in capsys.readouterr().err
+
+
+def test_cli_help_answers_without_torch():
+    code = ("import sys\nfrom varshift.audit.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--data DATASET" in result.stdout and "--threads N" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

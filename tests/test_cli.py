@@ -192,3 +192,21 @@ def test_a_refused_config_leaves_no_run_directory_behind(tmp_path):
 def test_a_negative_seed_is_refused_naming_seed(make_config):
     with pytest.raises(ValueError, match=r"^config seed=-1 is not allowed: a whole number >= 0$"):
         make_config("seed=-1")
+
+
+def test_a_preset_without_multirun_is_refused_with_the_commands_that_run_its_sweep(fashion_root, tmp_path):
+    """experiment=fig4 without -m used to train one default run labelled fig4."""
+    result = run_cli("experiment=fig4", "scale=smoke", "trainer.epochs=1", "trainer.threads=1",
+                     f"dataset.root={fashion_root}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "experiment='fig4' is not allowed: a preset is a sweep and needs -m",
+                          "python experiments/fig4.py --scale smoke trainer.epochs=1",
+                          "varshift-train -m experiment=fig4 scale=smoke trainer.epochs=1 trainer.threads=1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_and_readme_document_the_submitit_local_launcher():
+    from varshift.paths import REPO_DIR
+
+    help_text = run_cli("--help").stdout
+    assert "submitit_local" in help_text and "submitit without SLURM" in help_text
+    assert "hydra/launcher=submitit_local" in (REPO_DIR / "README.md").read_text()

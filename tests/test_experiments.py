@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from varshift.analysis.labels import POSITION_LABELS
 from varshift.paths import REPO_DIR, conf_file, conf_options
 
 PRESETS = conf_options("experiment")
@@ -76,10 +77,10 @@ def test_the_figure_data_are_the_runs_numbers(fig4_smoke):
 def test_the_error_table_holds_each_runs_error(fig4_smoke):
     out = fig4_smoke / "results" / "fig4" / "smoke"
     rows = {row[0]: row for row in markdown_rows(out / "fig4_test_error.md")}
-    assert set(rows) == {"before_bn", "before_conv"}
+    assert set(rows) == {"Dropout-(a) before BN", "Dropout-(b) before conv"}
     for (position, rate), run_dir in runs_by_setting(fig4_smoke).items():
         summary = json.loads((run_dir / "summary.json").read_text())
-        cell = rows[position][3 if rate == 0.0 else 4]
+        cell = rows[POSITION_LABELS[position]][3 if rate == 0.0 else 4]
         assert cell == f"{summary['test_error']:.2f} (n=1)"
     assert "\\begin{tabular}" in (out / "fig4_test_error.tex").read_text()
 

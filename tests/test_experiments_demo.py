@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from test_experiments import markdown_rows
 
 from varshift import theory
+from varshift.analysis.labels import KIND_LABELS, POSITION_LABELS
 from varshift.paths import REPO_DIR
 
 EXPERIMENTS = REPO_DIR / "experiments"
@@ -69,7 +70,8 @@ def test_the_demo_runs_each_setting_with_each_seed_the_matched_uout_being_the_de
 
 def test_the_demo_table_holds_mean_and_std_over_seeds_of_the_runs_numbers(demo_smoke):
     out = demo_smoke / "results" / "demo" / "smoke"
-    rows = {(kind, position, round(float(rate), 6)): cells
+    kinds, positions = ({words: name for name, words in labels.items()} for labels in (KIND_LABELS, POSITION_LABELS))
+    rows = {(kinds[kind], positions[position], round(float(rate), 6)): cells
             for position, s2, kind, rate, *cells in markdown_rows(out / "demo_table.md")}
     settings = summaries_by_setting(demo_smoke / "multirun" / "demo" / "smoke")
     assert sorted(rows) == sorted(settings)
@@ -114,7 +116,7 @@ def test_the_variance_matched_preset_runs_three_kinds_at_one_noise_variance(matc
     out = matched_smoke / "results" / "variance_matched" / "smoke"
     assert (out / "fig4_shift.png").read_bytes()[:4] == b"\x89PNG"
     measured = (out / "theory_vs_measured_table.md").read_text()
-    assert all(kind in measured for kind in ("bernoulli", "gaussian", "uniform"))
+    assert all(kind in measured for kind in ("Bernoulli", "Gaussian", "Uout"))
 
 
 def test_the_command_names_this_python_as_typed_from_the_checkout(demo, monkeypatch):

@@ -214,3 +214,21 @@ def test_the_schema_imports_no_torch(tmp_path):
     result = run_python("-c", "import sys, varshift.config.schema, varshift.cli; "
                               "print(any(m.split('.')[0] == 'torch' for m in sys.modules))", cwd=tmp_path)
     assert result.stdout.strip() == "False"
+
+
+def test_make_install_says_what_each_step_installs_before_it_runs(tmp_path):
+    """pip runs quietly for minutes: the Makefile announces each step. Run for real, with a stand-in python that
+    creates the venv's python as a copy of itself and installs nothing."""
+    stand_in = tmp_path / "python3"
+    stand_in.write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] && mkdir -p "$3/bin" && cp "$0" "$3/bin/python"\nexit 0\n')
+    stand_in.chmod(0o755)
+    venv = tmp_path / "venv"
+    result = subprocess.run(["make", "--no-print-directory", "install", f"VENV={venv}", f"PYTHON={stand_in}",
+                             "TORCH=torch==2.14.1 torchvision==0.29.1"],
+                            cwd=REPO_DIR, capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    pip_torch = lines.index(f"{venv}/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1")
+    assert "installing torch==2.14.1 torchvision==0.29.1" in lines[pip_torch - 1]
+    assert "a few minutes" in lines[pip_torch - 1]
+    assert "installing varshift (editable)" in lines[pip_torch + 1]
+    assert lines[-1] == f"varshift is installed in {venv}: {venv}/bin/varshift-train --help to start"

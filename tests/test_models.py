@@ -56,8 +56,12 @@ def dropouts(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, MultiplicativeNoise)]
 
 
-def image(name: str, size: int, kwargs: dict, batch: int = 2, channels: int = 3) -> tuple[torch.Tensor, dict]:
-    """A random batch at ``size`` and the kwargs that let the model take it (the MLP's image_size)."""
+def image(name: str, size: int, kwargs: dict, batch: int = 2, channels: int | None = None
+          ) -> tuple[torch.Tensor, dict]:
+    """A random batch at ``size`` (with ``channels``, by default the model's own: 1 for the small networks, 3 for
+    the paper's) and the kwargs that let the model take it (the MLP's image_size)."""
+    if channels is None:
+        channels = 1 if name in ("small_cnn", "mlp") else 3
     if name == "mlp":
         kwargs = {**kwargs, "image_size": size}
     return torch.randn(batch, channels, size, size), kwargs
@@ -254,6 +258,16 @@ def test_position_defaults_to_none_and_dropout_to_bernoulli_half():
     assert [(type(m), m.rate) for m in layers] == [(BernoulliDropout, 0.5)]
 
 
+@pytest.mark.parametrize("name,channels", [("small_cnn", 1), ("mlp", 1), ("preresnet110", 3), ("wrn28_10", 3)])
+def test_build_model_defaults_to_the_input_channels_of_the_family(name, channels):
+    """The small networks are for MNIST-like data: build_model without in_channels takes 1-channel images."""
+    with torch.device("meta"):
+        model = build_model(name, position="none")
+    first_weight = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))).weight
+    fan_in_per_pixel = first_weight.shape[1] if first_weight.dim() == 4 else first_weight.shape[1] // 28 ** 2
+    assert fan_in_per_pixel == channels
+
+
 def test_positions_are_the_four_documented():
     assert POSITIONS == ("none", "before_bn", "before_conv", "head")
     assert tuple(FAMILIES) == MODEL_NAMES
@@ -273,7 +287,7 @@ def test_each_model_has_a_yaml_with_the_papers_values():
             expected = defaults[key]
             assert (list(expected) if isinstance(expected, tuple) else expected) == value, (name, key)
         with torch.device("meta"):
-            from_yaml = build_model(cfg.name, num_classes=10, in_channels=3, dropout=None, position="none",
+            from_yaml = build_model(cfg.name, num_classes=10, dropout=None, position="none",
                                     **cfg.kwargs)
             from_defaults = build_model(cfg.name, position="none")
         assert parameter_count(from_yaml) == parameter_count(from_defaults)

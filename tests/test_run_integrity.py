@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -359,7 +360,7 @@ def test_wandb_mode_from_the_environment_overrides_the_config(make_config, tmp_p
         monkeypatch.delenv("WANDB_MODE", raising=False)
     else:
         monkeypatch.setenv("WANDB_MODE", env_mode)
-    calls = fake_wandb_init(lambda: None)
+    calls = fake_wandb_init(lambda: types.SimpleNamespace(define_metric=lambda *args, **kwargs: None))
     RunRecorder(tmp_path, make_config(f"logger={logger}")).start_wandb()
     assert [call["mode"] for call in calls] == ([] if expected is None else [expected])
 

@@ -17,6 +17,10 @@ A sweep (``-m``) checks every job before the first starts; then a job that diver
 run already complete in another folder of the sweep is not trained again, and its last line names the jobs that
 did not complete and how to continue (exit status 1 when not all did).
 
+A run names its folder when it starts; Ctrl-C (SIGINT) or SIGTERM ends it with one line, what it keeps and the
+command that resumes it, and exit status 130 or 143. ``experiment=<preset>`` without ``-m`` is refused with the
+commands that run the preset's sweep.
+
 Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
@@ -25,7 +29,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -33,9 +40,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from varshift.checks import refuse
 from varshift.config import register_schema, to_plain
-from varshift.paths import CONF_SEARCH_PATH
-from varshift.presets import preset_lines
+from varshift.errors import RunInterrupted
+from varshift.paths import CONF_SEARCH_PATH, conf_options
+from varshift.presets import preset_command, preset_lines
 from varshift.user_errors import reported_user_errors, request_tracebacks
 
 PROG = "varshift-train"
@@ -77,6 +86,10 @@ def train_app(cfg: DictConfig) -> float | None:
         settings = validate(to_plain(cfg))
         try:
             summary, where = train(settings, run_dir, in_sweep)
+        except RunInterrupted as stop:
+            restated = RunInterrupted(f"{stop}; resume it with: {resume_command(run_dir)}")
+            restated.signum = stop.signum
+            raise restated from None
         except TrainingDiverged as error:
             if not in_sweep:
                 raise
@@ -88,6 +101,30 @@ def train_app(cfg: DictConfig) -> float | None:
               + f", mean shift {summary['mean_shift']:.4f}")
         return summary["test_acc"]
     return math.nan
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes this job's run: its folder and the job's overrides."""
+    return shlex.join([PROG, f"hydra.run.dir={run_dir}", *HydraConfig.get().overrides.task])
+
+
+def refuse_a_preset_without_multirun(args: list[str]) -> None:
+    """``experiment=<preset>`` names a sweep (its ``hydra.sweeper.params``): without ``-m`` Hydra would train one run
+    of the default setting under the preset's name. ValueError naming the commands that run the sweep."""
+    if {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--resolve"} & set(args):
+        return
+    overrides = dict(arg.lstrip("+").split("=", 1) for arg in args if "=" in arg and not arg.startswith("-"))
+    name = overrides.get("experiment")
+    if name not in conf_options("experiment"):
+        return  # no preset, or an unknown name, which Hydra reports with the known ones
+    if (Path(overrides.get("hydra.run.dir", "")) / "config.yaml").is_file():
+        return  # resumes a run of the preset's sweep (the command an interrupted job prints)
+    scale = overrides.get("scale", "demo")
+    others = [arg for arg in args if arg.lstrip("+").split("=", 1)[0] not in ("experiment", "scale")]
+    refuse("experiment", name,
+           f"a preset is a sweep and needs -m; run it with its recipe, {preset_command(name, scale)}"
+           f"{''.join(' ' + shlex.quote(arg) for arg in others)}, or with "
+           f"{shlex.join([PROG, '-m', f'experiment={name}', f'scale={scale}', *others])}")
 
 
 def main() -> None:
@@ -103,8 +140,24 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from varshift.sweep import reported_sweep
 
-    with reported_user_errors(PROG), reported_sweep():
+    with reported_user_errors(PROG), reported_interrupt(), reported_sweep():
+        refuse_a_preset_without_multirun(sys.argv[1:])
         train_app()
+
+
+@contextlib.contextmanager
+def reported_interrupt() -> Iterator[None]:
+    """An interrupted run ends the command with one line, what it keeps and the command that resumes it
+    (:class:`RunInterrupted`), and exit status 128 + the signal's number; an interrupt before a run trains (or a
+    second Ctrl-C while it winds down) with ``interrupted``. Never a traceback."""
+    try:
+        yield
+    except RunInterrupted as stop:
+        print(f"{PROG}: {stop}", file=sys.stderr)
+        raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

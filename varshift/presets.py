@@ -13,11 +13,11 @@ def preset_description(text: str) -> str:
     return ""
 
 
-def preset_command(name: str) -> str:
+def preset_command(name: str, scale: str = "demo") -> str:
     """The preset's recipe (its multirun and its analysis) when it has one, else its multirun."""
     if (REPO_DIR / "experiments" / f"{name}.py").exists():
-        return f"python experiments/{name}.py --scale demo"
-    return f"varshift-train -m experiment={name} scale=demo"
+        return f"python experiments/{name}.py --scale {scale}"
+    return f"varshift-train -m experiment={name} scale={scale}"
 
 
 def preset_lines() -> list[str]:

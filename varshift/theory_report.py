@@ -19,10 +19,11 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from varshift import theory  # noqa: E402
+from varshift.analysis.plotting import drawn_titles, figure_caption, set_caption  # noqa: E402
 from varshift.io import atomic_write, atomic_write_text  # noqa: E402
 
-KIND_LABELS = {"bernoulli": "Bernoulli (rate = drop ratio)", "gaussian": "Gaussian (s2 = q/(1-q))",
-               "uniform": "Uniform / Uout (rate = beta)"}
+KIND_LABELS = {"bernoulli": "Bernoulli, drop ratio q", "gaussian": "Gaussian, s² = q/(1−q)",
+               "uniform": "Uout, width β"}
 TABLE_POINTS = (("bernoulli", 0.1), ("bernoulli", 0.5), ("gaussian", 0.1), ("gaussian", 0.5),
                 ("uniform", 0.1), ("uniform", 0.5))
 
@@ -59,28 +60,42 @@ def summary_table(var: float) -> pd.DataFrame:
 
 
 def save_figure(grid, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    paths = [atomic_write(out / f"{stem}.{fmt}", lambda tmp, fmt=fmt: grid.savefig(tmp, format=fmt, dpi=150))
+    """The figure in each of ``formats`` and its caption as ``stem.txt`` (drawn above it only with ``--title``)."""
+    paths = [atomic_write(out / f"{stem}.{fmt}",
+                          lambda tmp, fmt=fmt: grid.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight"))
              for fmt in formats]
     matplotlib.pyplot.close(grid.figure)
-    return paths
+    return [*paths, atomic_write_text(out / f"{stem}.txt", figure_caption(grid.figure) + "\n")]
 
 
 def plot_case_a(df: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[Path]:
     data = df.assign(kind=df["kind"].map(KIND_LABELS), mean=df["mean"].map(lambda c: f"c = {c:g}"))
     grid = sns.relplot(data=data, x="rate", y="shift_ratio", hue="kind", style="kind", col="mean", kind="line",
                        height=3.6)
-    grid.set_axis_labels("rate (drop ratio q, or beta for Uout)", "Var_test / Var_train")
-    grid.figure.suptitle("Case (a): dropout directly before BN (Gaussian at its default s2 = Bernoulli)", y=1.03)
+    grid.set_axis_labels("rate: drop ratio q (β for Uout)", "Var_test / Var_train")
+    grid.set_titles(col_template="{col_name}")
+    grid.legend.set_title(None)
+    set_caption(grid.figure, f"Case (a), a dropout directly before BN (Eq. 8): the variance of the BN input in test "
+                             f"mode over that in train mode, against the rate, for a unit of mean c and variance v = "
+                             f"{df['var'].iloc[0]:g}. Gaussian dropout at its default noise variance s² = q/(1−q) is "
+                             "Bernoulli's curve.")
     return save_figure(grid, out, "theory_case_a", formats)
 
 
 def plot_case_b(df: pd.DataFrame, out: Path, formats: Sequence[str]) -> list[Path]:
     data = df.assign(rate=df["rate"].map(lambda r: f"{r:g}"))
-    grid = sns.relplot(data=data, x="d_cos2", y="shift_ratio", hue="rate", kind="line", height=3.6, aspect=1.4)
+    rates = list(dict.fromkeys(data["rate"]))
+    grid = sns.relplot(data=data, x="d_cos2", y="shift_ratio", hue="rate", kind="line", height=3.6, aspect=1.4,
+                       palette=dict(zip(rates, sns.color_palette("Blues", len(rates) + 2)[2:], strict=True)))
     grid.set(xscale="log")
-    grid.set_axis_labels("d cos^2(theta) (fan-in x alignment)", "Var_test / Var_train")
+    grid.set_axis_labels("d·cos²θ (fan-in d times alignment cos²θ)", "Var_test / Var_train")
     kind, rho = df["kind"].iloc[0], df["rho"].iloc[0]
-    grid.figure.suptitle(f"Case (b): {kind} dropout -> weights -> BN (rho = {rho:g}, c = 0)", y=1.03)
+    symbol = "β" if kind == "uniform" else "q"
+    grid.legend.set_title("β" if kind == "uniform" else "drop ratio q")
+    set_caption(grid.figure, f"Case (b), {KIND_LABELS[kind].split(',')[0]} dropout → weight layer → BN (Eq. 14, "
+                             f"correlation ρ = {rho:g} between the layer's inputs, c = 0): the ratio of test- to "
+                             f"train-mode variance of the BN input against d·cos²θ, one curve per {symbol}; the wider "
+                             "and the more aligned the layer, the smaller the shift.")
     return save_figure(grid, out, "theory_case_b", formats)
 
 
@@ -103,6 +118,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--points", type=int, default=101, help="points per curve (default: %(default)s)")
     parser.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=["png", "pdf"],
                         help="figure formats (default: %(default)s)")
+    parser.add_argument("--title", action="store_true",
+                        help="draw each figure's caption above it (by default only written beside it, as .txt)")
     args = parser.parse_args(argv)
     if args.var <= 0:
         parser.error(f"--var must be > 0, got {args.var}")
@@ -130,9 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(args.out / "theory_case_b.csv", case_b.to_csv(index=False))
     markdown = table.to_markdown(index=False, floatfmt=".6g") + "\n"
     atomic_write_text(args.out / "theory_table.md", markdown)
-    written = plot_case_a(case_a, args.out, args.formats) + plot_case_b(case_b, args.out, args.formats)
+    with drawn_titles(args.title):
+        written = plot_case_a(case_a, args.out, args.formats) + plot_case_b(case_b, args.out, args.formats)
     print(markdown)
-    print(f"wrote {len(written)} figures, 2 CSV files and theory_table.md to {args.out}")
+    print(f"wrote {len(written) // (len(args.formats) + 1)} figures ({', '.join(args.formats)} and their captions as "
+          f"txt), 2 CSV files and theory_table.md to {args.out}")
     return 0
 
 

@@ -48,6 +48,8 @@ ARTIFACTS = {
     "table5": Artifact("top-1 and top-5 test error on ImageNet with and without dropout after all BN layers",
                        ("tables:table5",)),
     "table6": Artifact("test error per beta of uniform dropout (Uout)", ("tables:table6",), epoch=True),
+    "per-class": Artifact("test accuracy per class, of the final model and after BN recalibration",
+                          ("per_class:per_class",)),
     "theory-vs-measured": Artifact("shift of the BN layers fed by a dropout against the theory (Eq. 7-8)",
                                    ("theory_figure:theory_vs_measured",)),
 }
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         if artifact.epoch:
             command.add_argument("--epoch", choices=list(EPOCHS), default="final",
                                  help="the test error of the final epoch (default) or of the best epoch")
+        command.add_argument("--title", action="store_true",
+                             help="draw each figure's caption above it (by default it is only written beside it, "
+                                  "as <figure>.txt, for a paper's own caption)")
     report = commands.add_parser("report", help=REPORT_HELP, description=REPORT_HELP)
     report.add_argument("run_dir", type=Path, help="the directory of one finished run")
     return parser
@@ -119,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             collect = maker("collect:collect_wandb" if args.wandb else "collect:collect")
             runs = collect(args.wandb, args.entity) if args.wandb else collect(args.run_dirs)
             options = {"epoch": args.epoch} if ARTIFACTS[args.artifact].epoch else {}
-            written = [path for name in ARTIFACTS[args.artifact].makers
-                       for path in maker(name)(runs, args.out, **options)]
+            from varshift.analysis.plotting import drawn_titles  # matplotlib: once there is something to draw
+
+            with drawn_titles(args.title):
+                written = [path for name in ARTIFACTS[args.artifact].makers
+                           for path in maker(name)(runs, args.out, **options)]
     except ValueError as err:
         parser.exit(2, f"{prog}: error: {err}\n")
     except OSError as err:

@@ -1,9 +1,9 @@
-"""The paper's figures with seaborn: PNG and PDF, plus a CSV of exactly the data plotted.
+"""The paper's figures with seaborn: PNG and PDF, plus a CSV of exactly the data plotted and a TXT of the caption.
 
 :func:`fig1`, :func:`fig4`, :func:`fig5` and :func:`fig3` write the files of one artifact each (the
-theory-vs-measured figure is :func:`varshift.analysis.theory_figure.theory_vs_measured`). Titles say what the runs
-are (their experiment preset: ``Figure 4``, ``Gaussian dropout``, ...); error bars, where a setting has
-several seeds, are one standard deviation over them.
+theory-vs-measured figure is :func:`varshift.analysis.theory_figure.theory_vs_measured`). Captions name the
+artifact (``Figure 4: ...``) and, where the runs come from another experiment preset, that preset; bands and
+error bars, where a setting has several seeds, are the range over them (see :mod:`varshift.analysis.plotting`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import seaborn as sns
 
 from varshift import theory
 from varshift.analysis.collect import collect_records
-from varshift.analysis.labels import NO_DROPOUT, experiment_title
+from varshift.analysis.labels import KIND_LABELS, NO_DROPOUT, RATE_SYMBOLS, caption
 from varshift.analysis.paper import paper_reference
 from varshift.analysis.plotting import (
+    ERROR_BARS,
     FACETS,
+    NO_DROPOUT_COLOUR,
     dropout_order,
+    dropout_palette,
     finish,
     hide_empty_facets,
     integer_ticks,
@@ -29,12 +32,13 @@ from varshift.analysis.plotting import (
     plt,
     save_figure,
     seed_spread,
+    set_caption,
     with_title,
 )
 from varshift.analysis.tables import artifact_table, melt_metrics, with_test_error
 from varshift.vocabulary import EPOCHS
 
-SHIFT_LABEL = "max(real/moving, moving/real)"
+SHIFT_LABEL = "variance shift\nmax(real/moving, moving/real)"
 # Figure 1: the paper's network and dataset, and the drop ratio of its dropout curve
 FIG1_NETWORK, FIG1_DATASET, FIG1_RATE = "densenet_bc100", "cifar100", 0.5
 
@@ -48,61 +52,64 @@ def final_variance(runs: pd.DataFrame) -> pd.DataFrame:
     return final
 
 
-def shift_curves(data: pd.DataFrame, title: str) -> sns.FacetGrid:
-    """Figure 4, top: the shift statistic of every BN layer, one line per dropout setting."""
+def shift_curves(data: pd.DataFrame, runs: pd.DataFrame, caption_text: str) -> sns.FacetGrid:
+    """Figure 4, top: the shift statistic of every BN layer, one line per dropout setting of ``runs``."""
     errorbar, note = seed_spread(data, ["panel", "network", "dropout"])
     with sns.axes_style("whitegrid"):
-        grid = sns.relplot(data=data, x="layer", y="shift", hue="dropout", hue_order=dropout_order(data), kind="line",
-                           errorbar=errorbar, marker="o", markersize=3, **FACETS)
+        grid = sns.relplot(data=data, x="layer", y="shift", hue="dropout", hue_order=dropout_order(data),
+                           palette=dropout_palette(runs), kind="line", errorbar=errorbar, marker="o", markersize=3,
+                           **FACETS)
     integer_ticks(grid.axes.flat)
     log_scale_if_wide(grid.axes.flat, data["shift"])
-    finish(grid, "BN layer index", SHIFT_LABEL, f"{title}: variance shift per BN layer after training (1 = no shift)"
-                                                f"{note}")
+    grid.legend.set_title(None)
+    finish(grid, "BN layer index", SHIFT_LABEL, f"{caption_text}{note}")
     return hide_empty_facets(grid, data)
 
 
-def error_bars(data: pd.DataFrame, error: str, title: str) -> sns.FacetGrid:
-    """Figure 4, bottom: test error per network, one bar per dropout setting."""
-    errorbar, note = seed_spread(data, ["panel", "network", "dropout"])
+def error_bars(data: pd.DataFrame, runs: pd.DataFrame, error: str, caption_text: str) -> sns.FacetGrid:
+    """Figure 4, bottom: test error per network, one bar per dropout setting of ``runs``."""
+    errorbar, note = seed_spread(data, ["panel", "network", "dropout"], bars=True)
     with sns.axes_style("whitegrid"):
-        grid = sns.catplot(data=data, x="network", y=error, hue="dropout", hue_order=dropout_order(data), col="panel",
-                           kind="bar",
-                           errorbar=errorbar, height=3.2, aspect=1.3, sharex=False)
+        grid = sns.catplot(data=data, x="network", y=error, hue="dropout", hue_order=dropout_order(data),
+                           palette=dropout_palette(runs), col="panel", kind="bar", errorbar=errorbar, height=3.2,
+                           aspect=1.3, sharex=False, **ERROR_BARS)
     for ax in grid.axes.flat:  # each panel names only its own networks, one setting per line
         ax.set_xticks(ax.get_xticks(), [label.get_text().replace(", ", "\n") for label in ax.get_xticklabels()])
-    return finish(grid, "network", "test error (%)", f"{title}{note}")
+    grid.legend.set_title(None)
+    return finish(grid, "network", "test error (%)", f"{caption_text}{note}")
 
 
 def fig4(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path]:
     """Figure 4: per-layer shift curves and test error bars, plus tables of both with the paper's values."""
-    title = experiment_title(runs)
     curves = labelled(final_variance(runs), runs)[["run_dir", "seed", "panel", "network", "dropout", "layer",
                                                    "name", "shift"]]
-    runs, error = with_test_error(runs, epoch)
-    errors = labelled(runs, runs)[["run_dir", "seed", "panel", "network", "dropout", error]]
+    with_error, error = with_test_error(runs, epoch)
+    errors = labelled(with_error, runs)[["run_dir", "seed", "panel", "network", "dropout", error]]
     rows, columns = ["dropout.position", "dataset.name", "model.name"], ["dropout.rate"]
-    return [*save_figure(shift_curves(curves, title).figure, curves, out, "fig4_shift"),
-            *save_figure(error_bars(errors, error, f"{title}: test error at the {EPOCHS[epoch]}").figure, errors,
-                         out, "fig4_error"),
-            *artifact_table(runs, rows, columns, "mean_shift", out, "fig4_mean_shift",
-                            f"{title}: mean over BN layers of the variance shift (paper: Figure 4)",
+    return [*save_figure(shift_curves(curves, runs, caption("fig4", runs, "variance shift of every BN layer after "
+                                                                         "training (1 = no shift)")).figure,
+                         curves, out, "fig4_shift"),
+            *save_figure(error_bars(errors, runs, error, caption("fig4", runs, f"test error at the "
+                                                                               f"{EPOCHS[epoch]}")).figure,
+                         errors, out, "fig4_error"),
+            *artifact_table(with_error, rows, columns, "mean_shift", out, "fig4_mean_shift",
+                            caption("fig4", runs, "mean over BN layers of the variance shift"),
                             paper_reference("fig4", "mean_shift"), decimals=3),
-            *artifact_table(runs, rows, columns, error, out, "fig4_test_error",
-                            f"{title}: test error (%) at the {EPOCHS[epoch]} (paper: Figure 4)",
+            *artifact_table(with_error, rows, columns, error, out, "fig4_test_error",
+                            caption("fig4", runs, f"test error (%) at the {EPOCHS[epoch]}"),
                             paper_reference("fig4", "test_error"))]
 
 
-def training_accuracy(data: pd.DataFrame, title: str) -> sns.FacetGrid:
+def training_accuracy(data: pd.DataFrame, runs: pd.DataFrame, caption_text: str) -> sns.FacetGrid:
     """Figure 5: accuracy on the training data per epoch, train mode solid, eval mode dashed."""
     errorbar, note = seed_spread(data, ["panel", "network", "dropout", "mode"])
     with sns.axes_style("whitegrid"):
         grid = sns.relplot(data=data, x="epoch", y="accuracy", hue="dropout", hue_order=dropout_order(data),
-                           style="mode", kind="line",
+                           palette=dropout_palette(runs), style="mode", kind="line",
                            errorbar=errorbar, markers=True, style_order=["train mode", "eval mode"],
                            dashes={"train mode": "", "eval mode": (4, 2)}, **FACETS)
     integer_ticks(grid.axes.flat)
-    finish(grid, "epoch", "accuracy on the training data (%)",
-           f"{title}: training data in train mode (solid) and eval mode (dashed){note}")
+    finish(grid, "epoch", "accuracy on the training data (%)", f"{caption_text}{note}")
     return hide_empty_facets(grid, data)
 
 
@@ -129,19 +136,22 @@ def fig5(runs: pd.DataFrame, out: str | Path) -> list[Path]:
         var_name="mode", value_name="accuracy").dropna(subset=["accuracy"])
     long["mode"] = long["mode"].map({"train_acc": "train mode", "train_eval_acc": "eval mode"})
     last_rows = melt_metrics(metrics[last], modes, "accuracy")
-    title = experiment_title(runs)
-    return [*save_figure(training_accuracy(long, title).figure, long, out, "fig5"),
+    curves = caption("fig5", runs, "accuracy on the training data after each epoch, with the network in train mode "
+                                   "(solid) and in eval mode (dashed)")
+    return [*save_figure(training_accuracy(long, runs, curves).figure, long, out, "fig5"),
             *artifact_table(last_rows, ["dataset.name", "model.name"], ["dropout.rate", "metric"], "accuracy",
-                            out, "fig5_final", f"{title}: final accuracy (%) on the training data (paper: Figure 5)",
+                            out, "fig5_final", caption("fig5", runs, "accuracy (%) on the training data after the "
+                                                                     "last epoch, in train mode and in eval mode"),
                             paper_reference("fig5", modes))]
 
 
 def alignment_curves(data: pd.DataFrame, x: str, y: str, x_label: str, y_label: str,
                      title: str) -> sns.FacetGrid:
-    errorbar, note = seed_spread(data, ["dataset.name", "network", x])
+    errorbar, note = seed_spread(data, ["dataset.name", "network", "dropout", x])
+    style = "dropout" if data["dropout"].nunique() > 1 else None  # trained weights differ with the dropout
     with sns.axes_style("whitegrid"):
-        grid = sns.relplot(data=data, x=x, y=y, hue="network", col="dataset.name", kind="line", errorbar=errorbar,
-                           marker="o", height=3.2, aspect=1.3, facet_kws={"sharex": False})
+        grid = sns.relplot(data=data, x=x, y=y, hue="network", style=style, col="dataset.name", kind="line",
+                           errorbar=errorbar, marker="o", height=3.2, aspect=1.3, facet_kws={"sharex": False})
     integer_ticks(grid.axes.flat)
     grid.set_axis_labels(x_label, y_label)
     grid.set_titles(col_template="{col_name}")
@@ -151,13 +161,17 @@ def alignment_curves(data: pd.DataFrame, x: str, y: str, x_label: str, y_label: 
 def fig3(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     """Figure 3: cos^2(theta) per conv layer, and d cos^2(theta) against the filter dimension d."""
     layers = labelled(collect_records(runs, "alignment"), runs)
-    data = layers[["run_dir", "seed", "dataset.name", "network", "layer", "name", "d", "cos2", "d_cos2"]]
-    title = experiment_title(runs)
+    # a run without dropout is labelled once per panel of the others; its conv layers count once
+    data = layers[["run_dir", "seed", "dataset.name", "network", "dropout", "layer", "name", "d", "cos2",
+                   "d_cos2"]].drop_duplicates()
     by_layer = alignment_curves(data, "layer", "cos2", "convolutional layer index", "mean of cos²θ over filters",
-                                f"{title}: cos²θ between each filter and the all-ones vector")
+                                caption("fig3", runs, "cos²θ between each filter and the all-ones vector, mean "
+                                                      "over the filters of each conv layer"))
     by_d = alignment_curves(data.sort_values("d", kind="stable"), "d", "d_cos2",
                             "weight dimension d of the convolutional filter", "mean of d·cos²θ",
-                            f"{title}: d·cos²θ grows with the filter dimension d")
+                            caption("fig3", runs, "mean d·cos²θ of each conv layer against its filter "
+                                                      "dimension d (in the paper, it grows with d)"))
+    log_scale_if_wide(by_d.axes.flat, data["d"], axis="x")  # filters of 9 to thousands of weights
     return [*save_figure(by_layer.figure, data, out, "fig3_cos2"),
             *save_figure(by_d.figure, data, out, "fig3_d_cos2")]
 
@@ -198,8 +212,7 @@ def toy_panel(ax, toy: pd.DataFrame, rate: float) -> None:
     ax.plot(grid, 1 / grid, "k:", linewidth=1, label="theory: 1/p and 1")
     ax.axhline(1.0, color="k", linestyle=":", linewidth=1)
     ax.axvline(1 - rate, color="grey", linewidth=1)
-    ax.set(title=f"Toy case x ~ N(0, 1) -> dropout -> BN: at p = {1 - rate:g}, BN divides test inputs (variance 1) "
-                 f"by {1 / (1 - rate):g}", ylabel="variance of X")
+    ax.set(title="toy case: x ~ N(0, 1) → dropout → BN", ylabel="variance of X")
     ax.legend(fontsize="small", title=None)
 
 
@@ -212,8 +225,9 @@ def fig1(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path
     curves = final_variance(chosen)
     curves = curves.join(accuracy, on=["model.name", "dataset.name", "dropout.rate"])
     curves["curve"] = [
-        f"{NO_DROPOUT if rate == 0 else f'dropout {rate:g} before each BN'}, test acc {acc:.2f}%"
-        for rate, acc in zip(curves["dropout.rate"], curves["acc"], strict=True)]
+        f"{NO_DROPOUT if rate == 0 else f'{KIND_LABELS[kind]} {RATE_SYMBOLS[kind]} = {rate:g} before each BN'}, "
+        f"test accuracy {acc:.2f}%"
+        for kind, rate, acc in zip(curves["dropout.kind"], curves["dropout.rate"], curves["acc"], strict=True)]
     curves = curves.sort_values(["model.name", "dataset.name", "dropout.rate", "layer"], kind="stable")
     pairs = list(dict.fromkeys(zip(curves["model.name"], curves["dataset.name"], strict=True)))
     errorbar, note = seed_spread(curves, ["model.name", "dataset.name", "curve"])
@@ -225,8 +239,10 @@ def fig1(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path
         shift_axes = [axes[f"{m} | {d}"] for m, d in pairs]
         for (model, dataset), ax in zip(pairs, shift_axes, strict=True):
             data = curves[(curves["model.name"] == model) & (curves["dataset.name"] == dataset)]
-            sns.lineplot(data=data, x="layer", y="shift", hue="curve", errorbar=errorbar, marker="o", markersize=3,
-                         ax=ax)
+            colours = dict(zip(dict.fromkeys(data["curve"]), [NO_DROPOUT_COLOUR, sns.color_palette("Blues", 4)[-1]],
+                               strict=False))  # as in Figure 4: no dropout grey, Bernoulli dropout blue
+            sns.lineplot(data=data, x="layer", y="shift", hue="curve", palette=colours, errorbar=errorbar, marker="o",
+                         markersize=3, ax=ax)
             ax.set(xlabel="BN layer index", ylabel=SHIFT_LABEL, title=f"{model} on {dataset}")
             ax.legend(fontsize="small", title=None)
         integer_ticks(shift_axes)
@@ -234,8 +250,12 @@ def fig1(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path
         top = max(ax.get_ylim()[1] for ax in shift_axes)
         for ax in shift_axes:
             ax.set_ylim(top=top)
-        figure.suptitle(f"Figure 1 (from the {experiment_title(runs)} runs): dropout before BN shifts the variance "
-                        f"between train and test mode; test accuracy at the {EPOCHS[epoch]}{note}")
+        set_caption(figure, caption("fig1", runs, f"top, the toy case: the variance BN learns in train mode (1/p) "
+                                                  f"against the one it meets in test mode (1); at retain ratio p = "
+                                                  f"{1 - FIG1_RATE:g} BN divides its test inputs by "
+                                                  f"{1 / (1 - FIG1_RATE):g}. Bottom: the variance shift of every BN "
+                                                  f"layer after training, with and without dropout before each BN, "
+                                                  f"and the test accuracy at the {EPOCHS[epoch]}") + note)
     plotted = curves[["run_dir", "seed", "model.name", "dataset.name", "dropout.kind", "dropout.rate", "curve",
                       "layer", "name", "shift"]]
     return save_figure(figure, pd.concat([plotted.assign(panel="shift"), toy.assign(panel="toy")]), out, "fig1")

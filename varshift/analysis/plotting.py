@@ -1,14 +1,22 @@
-"""The shared look of the figures: who is who in a plot (labels per run), seaborn grids, axes, saving.
+"""The shared look of the figures: who is who in a plot (labels per run), seaborn grids, axes, colours, saving.
 
 Figures facet like the paper's Figure 4: columns are position x dataset (``Dropout-(a) before BN |
-cifar10``), rows are networks, one line (or bar) per dropout setting (``bernoulli 0.5``, ``no dropout``).
+cifar10``), rows are networks, one line (or bar) per dropout setting (``Bernoulli q = 0.5``, ``no dropout``).
 Other settings that vary among the runs of one network and dataset (a widen factor, the learning rate, the
 experiment) join the network's name; settings that only follow the network (each its own recipe) do not.
+The rates of one dropout kind are shades of one sequential palette, darker for larger rates, and no dropout is
+grey. Where a setting has several seeds, bands and error bars are the range over them (min to max), which keeps
+to the values' own bounds (a shift statistic >= 1 never shows a band below 1).
+
+A figure is drawn without a title: its caption is written beside it (``stem.txt``), for a paper's own caption;
+:func:`drawn_titles` draws it above the figure instead (``varshift-analysis --title``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import textwrap
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +36,8 @@ from varshift.analysis.labels import (  # noqa: E402
     POSITION_LABELS,
     column_label,
     dropout_label,
+    has_dropout,
+    shown_text,
     sort_settings,
     value_text,
 )
@@ -41,6 +51,13 @@ LABEL_COLUMNS = ["run_dir", "dropout", "panel", "network"]
 FACETS = {"row": "network", "col": "panel", "height": 3.0, "aspect": 1.3,
           "facet_kws": {"sharex": False, "sharey": True}}
 WIDE_RANGE = 30.0  # values whose max / min exceeds this are drawn on a log scale
+# a sequential palette per kind of noise (element-wise, channel-wise): its shades order the rates
+SEQUENTIAL_PALETTES = {("bernoulli", False): "Blues", ("gaussian", False): "Greens", ("uniform", False): "Oranges",
+                       ("bernoulli", True): "Purples", ("gaussian", True): "YlGn", ("uniform", True): "Reds"}
+NO_DROPOUT_COLOUR = (0.45, 0.45, 0.45)  # a grey that black error bars show on
+ERROR_BARS = {"err_kws": {"color": "black", "linewidth": 1.2}, "capsize": 0.15}  # bar plots' error bars
+TITLES = {"draw": False}  # whether captions are drawn as titles (drawn_titles)
+TITLE_SIZE, CHARACTERS_PER_INCH = 10, 13  # a drawn title's font size, and its characters per inch of a line
 
 
 def run_labels(runs: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +70,8 @@ def run_labels(runs: pd.DataFrame) -> pd.DataFrame:
     labels = runs.assign(
         dropout=runs.apply(dropout_label, axis=1),
         network=runs.apply(lambda run: ", ".join(
-            [run["model.name"], *(f"{column_label(c)}={value_text(c, run[c])}" for c in extras)]), axis=1))
+            [run["model.name"], *(f"{column_label(c, runs, short=True)} = {shown_text(c, value_text(c, run[c]))}"
+                                  for c in extras)]), axis=1))
     baseline = labels["dropout.position"] == "none"
     panels = labels.loc[~baseline, ["network", "dataset.name", "dropout.position"]].drop_duplicates()
     spread = labels[baseline].drop(columns="dropout.position").merge(panels, on=["network", "dataset.name"],
@@ -76,10 +94,31 @@ def dropout_order(data: pd.DataFrame) -> list[str]:
     return sorted(data["dropout"].drop_duplicates(), key=lambda label: label != NO_DROPOUT)
 
 
-def seed_spread(data: pd.DataFrame, groups: Sequence[str]) -> tuple[str | None, str]:
-    """seaborn's ``errorbar`` and a title note: std over seeds where a plotted group has several runs."""
-    if data.groupby(list(groups))["run_dir"].nunique().max() > 1:
-        return "sd", "; error bars: std over seeds"
+def dropout_palette(runs: pd.DataFrame) -> dict[str, tuple]:
+    """A colour per dropout label of ``runs``: grey for no dropout, and for each kind of noise the shades of its
+    :data:`SEQUENTIAL_PALETTES` entry, light to dark as the rate grows (the lightest shades are left out)."""
+    colours = {NO_DROPOUT: NO_DROPOUT_COLOUR}
+    with_dropout = runs[runs.apply(has_dropout, axis=1)]
+    channelwise = with_dropout.get("dropout.channelwise", pd.Series(False, index=with_dropout.index))
+    families = with_dropout.assign(channelwise=channelwise.fillna(False).astype(bool))
+    for (kind, is_channelwise), family in families.groupby(["dropout.kind", "channelwise"], sort=False):
+        rates = sorted(set(family["dropout.rate"]))
+        shades = sns.color_palette(SEQUENTIAL_PALETTES.get((kind, is_channelwise), "Greys"), len(rates) + 2)[2:]
+        by_rate = dict(zip(rates, shades, strict=True))
+        for _, run in family.iterrows():
+            colours[dropout_label(run)] = by_rate[run["dropout.rate"]]
+    return colours
+
+
+def seed_spread(data: pd.DataFrame, groups: Sequence[str], bars: bool = False) -> tuple[tuple | None, str]:
+    """seaborn's ``errorbar`` and a caption note: the range over the seeds (min to max) where a plotted group has
+    several runs. A range keeps to the values' bounds, which mean ± std does not (a shift >= 1 would dip below 1).
+    ``bars``: the figure draws bars (with error bars), not lines (with bands)."""
+    counts = data.groupby(list(groups))["run_dir"].nunique()
+    if counts.max() > 1:
+        n = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+        mark, spread = ("Bars", "error bars") if bars else ("Lines", "bands")
+        return ("pi", 100), f" {mark}: the mean over seeds; {spread}: their range (min to max, n = {n})."
     return None, ""
 
 
@@ -88,12 +127,12 @@ def integer_ticks(axes: Iterable[Axes], axis: str = "x") -> None:
         getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True))
 
 
-def log_scale_if_wide(axes: Iterable[Axes], values: pd.Series) -> None:
-    """A log y scale when the (positive) values span more than :data:`WIDE_RANGE`."""
+def log_scale_if_wide(axes: Iterable[Axes], values: pd.Series, axis: str = "y") -> None:
+    """A log scale on ``axis`` when the (positive) values span more than :data:`WIDE_RANGE`."""
     positive = values[np.isfinite(values) & (values > 0)]
     if len(positive) and positive.max() / positive.min() > WIDE_RANGE:
         for ax in axes:
-            ax.set_yscale("log")
+            getattr(ax, f"set_{axis}scale")("log")
 
 
 def hide_empty_facets(grid: sns.FacetGrid, data: pd.DataFrame) -> sns.FacetGrid:
@@ -121,10 +160,33 @@ def finish(grid: sns.FacetGrid, x: str, y: str, title: str) -> sns.FacetGrid:
     return with_title(grid, title)
 
 
+@contextlib.contextmanager
+def drawn_titles(draw: bool = True) -> Iterator[None]:
+    """Within the block, figures get their caption drawn above them as a title (as well as written beside them)."""
+    before = TITLES["draw"]
+    TITLES["draw"] = draw
+    try:
+        yield
+    finally:
+        TITLES["draw"] = before
+
+
+def set_caption(figure: Figure, caption: str) -> None:
+    """``caption`` is what :func:`save_figure` writes beside ``figure``; a title too within :func:`drawn_titles`."""
+    figure.varshift_caption = caption
+    if TITLES["draw"]:  # above the figure's top edge, which saving with bbox_inches="tight" extends to it
+        width = max(40, int(figure.get_figwidth() * CHARACTERS_PER_INCH))
+        figure.suptitle(textwrap.fill(caption, width), y=1.0, va="bottom", fontsize=TITLE_SIZE)
+
+
+def figure_caption(figure: Figure) -> str | None:
+    return getattr(figure, "varshift_caption", None)
+
+
 def with_title(grid: sns.FacetGrid, title: str) -> sns.FacetGrid:
-    """``title`` above the grid, its facets (and their titles) laid out below it."""
-    grid.figure.suptitle(title)
+    """``title`` as the grid's caption (:func:`set_caption`), its facets (and their titles) laid out first."""
     grid.tight_layout()
+    set_caption(grid.figure, title)
     return grid
 
 
@@ -134,7 +196,11 @@ def write_image(figure: Figure, path: Path) -> Path:
 
 
 def save_figure(figure: Figure, data: pd.DataFrame, out: str | Path, stem: str) -> list[Path]:
-    """``stem.png``, ``stem.pdf`` and ``stem.csv`` (the plotted data) in ``out``; closes the figure."""
+    """``stem.png``, ``stem.pdf``, ``stem.csv`` (the plotted data) and ``stem.txt`` (the caption, where the figure
+    has one) in ``out``; closes the figure."""
     paths = [write_image(figure, Path(out) / f"{stem}.{fmt}") for fmt in FORMATS]
     plt.close(figure)
-    return [*paths, atomic_write_text(Path(out) / f"{stem}.csv", data.to_csv(index=False))]
+    paths.append(atomic_write_text(Path(out) / f"{stem}.csv", data.to_csv(index=False)))
+    if figure_caption(figure):
+        paths.append(atomic_write_text(Path(out) / f"{stem}.txt", figure_caption(figure) + "\n"))
+    return paths

@@ -14,8 +14,9 @@ from varshift.analysis.labels import POSITION_LABELS, dropout_label
 from varshift.analysis.plotting import Figure, integer_ticks, log_scale_if_wide, plt, write_image
 from varshift.io import atomic_write_text
 
-ACCURACY_CURVES = {"train_acc": "training data, train mode", "train_eval_acc": "training data, eval mode",
-                   "val_acc": "validation data", "test_acc": "test data"}
+# drawn in this order: the eval-mode accuracy (mostly the last epoch's point alone) last, on top
+ACCURACY_CURVES = {"train_acc": "training data, train mode", "val_acc": "validation data", "test_acc": "test data",
+                   "train_eval_acc": "training data, eval mode"}
 SHIFT_STAGES = {"final": "after training", "recalibrated": "after BN recalibration"}
 # summary.json key -> what the report calls it; the keys a run has are shown, in this order
 RESULTS = {"test_acc": "test accuracy (%), final epoch", "best_test_acc": "test accuracy (%), best epoch",
@@ -27,6 +28,7 @@ RESULTS = {"test_acc": "test accuracy (%), final epoch", "best_test_acc": "test 
            "mean_shift": "mean shift over BN layers", "max_shift": "largest shift of a BN layer",
            "mean_shift_recalibrated": "mean shift after BN recalibration", "epochs": "epochs",
            "stopped_early": "stopped early", "wall_time_s": "wall time (s)", "device": "device"}
+PER_CLASS = {"test_acc_per_class": "final model", "test_acc_recalibrated_per_class": "after BN recalibration"}
 ACCURACY_PNG, SHIFT_PNG, REPORT = "report_accuracy.png", "report_shift.png", "report.md"
 
 
@@ -42,9 +44,11 @@ def accuracy_figure(metrics: pd.DataFrame) -> Figure:
     long["curve"] = long["curve"].map(ACCURACY_CURVES)
     with sns.axes_style("whitegrid"):
         figure, ax = plt.subplots(figsize=(6, 3.5))
-        sns.lineplot(data=long, x="epoch", y="accuracy", hue="curve", marker="o", ax=ax)
+        # a marker shape per curve: the eval-mode point of the last epoch often lies on the test accuracy's
+        sns.lineplot(data=long, x="epoch", y="accuracy", hue="curve", style="curve", markers=True, dashes=False,
+                     markersize=7, ax=ax)
     integer_ticks([ax])
-    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy per epoch")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)")  # report.md's headings title the figures
     ax.legend(title=None, fontsize="small")
     return figure
 
@@ -61,7 +65,7 @@ def shift_figure(variance: pd.DataFrame) -> Figure:
                        label="BN fed directly by a dropout", zorder=3)
     integer_ticks([ax])
     log_scale_if_wide([ax], data["shift"])
-    ax.set(xlabel="BN layer index", ylabel=SHIFT_LABEL, title="Variance shift per BN layer (1 = no shift)")
+    ax.set(xlabel="BN layer index", ylabel=SHIFT_LABEL)
     ax.legend(title=None, fontsize="small")
     return figure
 
@@ -71,6 +75,20 @@ def results_table(run: pd.Series) -> str:
     lines = [f"| {label} | {value:.4g} |" if isinstance(value, float) else f"| {label} | {value} |"
              for label, value in rows]
     return "\n".join(["| result | value |", "|---|---|", *lines])
+
+
+def per_class_table(run: pd.Series) -> list[str]:
+    """Markdown lines: the test accuracy of each class, final and after BN recalibration (none for older runs)."""
+    columns = {key: label for key, label in PER_CLASS.items()
+               if isinstance(run.get(key), (list, tuple))}
+    if not columns:
+        return []
+    header = ["| class | " + " | ".join(columns.values()) + " |", "|---" * (len(columns) + 1) + "|"]
+    cells = zip(*(run[key] for key in columns), strict=True)
+    rows = [f"| {label} | " + " | ".join("–" if value is None else f"{value:.2f}" for value in values) + " |"
+            for label, values in enumerate(cells)]
+    return ["## Test accuracy per class", "", "Accuracy (%) on the test images of each class (label 0, 1, ...).", "",
+            *header, *rows, ""]
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -88,8 +106,10 @@ def write_run_report(run_dir: str | Path) -> Path:
         f"{run['model.name']} on {run['dataset.name']}, {dropout_label(run)} ({position}), seed {run['seed']}, "
         f"experiment {run['experiment_name']}, scale {run['scale.name']}.", "",
         results_table(run), "",
+        *per_class_table(run),
         "## Accuracy", "", f"![accuracy per epoch]({ACCURACY_PNG})", "",
         "## Variance shift per BN layer", "",
-        "max(real_var / moving_var, moving_var / real_var) of each BN layer, the paper's statistic.", "",
+        "max(real_var / moving_var, moving_var / real_var) of each BN layer, the paper's statistic (1 = no shift).",
+        "",
         f"![variance shift per BN layer]({SHIFT_PNG})", ""])
     return atomic_write_text(run_dir / REPORT, text)

@@ -18,14 +18,24 @@ from pathlib import Path
 import pandas as pd
 
 from varshift.analysis.collect import collect_records, distinguishing_settings
-from varshift.analysis.labels import MISSING, column_label, experiment_title, is_missing, sort_settings, value_text
+from varshift.analysis.labels import (
+    MISSING,
+    caption,
+    column_label,
+    is_missing,
+    self_describing,
+    shown_text,
+    sort_settings,
+    value_text,
+)
 from varshift.analysis.paper import paper_reference
 from varshift.io import atomic_write_text
 from varshift.vocabulary import EPOCHS
 
 LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "–": "--", "²": r"$^2$", "θ": r"$\theta$", "·": r"$\cdot$", "≥": r"$\geq$"}
+                  "±": r"$\pm$", "–": "--", "²": r"$^2$", "θ": r"$\theta$", "·": r"$\cdot$", "≥": r"$\geq$",
+                  "β": r"$\beta$"}
 # which epoch's test error a table reports: the paper does not say (bearpaw's code prints the best)
 
 
@@ -94,8 +104,9 @@ def check_unmixed(df: pd.DataFrame, keys: list[str]) -> None:
 
 
 def render(stats: pd.DataFrame, rows: list[str], columns: list[str], value: str, decimals: int,
-           reference_label: str) -> pd.DataFrame:
-    """The wide table of cell texts: a line per setting of ``rows``, a column per setting of ``columns``.
+           reference_label: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The wide table of cell texts: a line per setting of ``rows``, a column per setting of ``columns``, in the
+    paper's words (``Dropout-(a) before BN``, ``q = 0.5``; the rate is named for the dropout kinds of ``runs``).
 
     Settings are matched by their printed values, so a missing value (a key some runs do not have) is one
     setting ``–`` and not a NaN that equals nothing.
@@ -110,12 +121,13 @@ def render(stats: pd.DataFrame, rows: list[str], columns: list[str], value: str,
     cells = {(texts(r, rows), texts(r, columns)): r for r in records}
     if len(cells) < len(records):
         raise ValueError("two settings of this table print the same; give their values more digits")
-    headers = [column_label(c) for c in rows]
+    headers = [column_label(c, runs) for c in rows]
     for key in keys_of(columns):
-        parts = [text if c == "metric" else f"{column_label(c)}={text}" for c, text in zip(columns, key, strict=True)]
+        parts = [shown_text(c, text) if self_describing(c) else f"{column_label(c, runs, short=True)} = "
+                 f"{shown_text(c, text)}" for c, text in zip(columns, key, strict=True)]
         headers.append(", ".join(parts) or value)
-    lines = [[*row_key, *(format_cell(cells.get((row_key, key)), decimals, reference_label)
-                          for key in keys_of(columns))]
+    lines = [[*(shown_text(c, text) for c, text in zip(rows, row_key, strict=True)),
+              *(format_cell(cells.get((row_key, key)), decimals, reference_label) for key in keys_of(columns))]
              for row_key in keys_of(rows)]
     return pd.DataFrame(lines, columns=headers)
 
@@ -154,12 +166,13 @@ def table(df: pd.DataFrame, rows: Sequence[str], columns: Sequence[str], value: 
     n_text = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     referenced = "reference" in stats and stats["reference"].notna().any()
     bounded = "lower_bound" in stats and stats["lower_bound"].eq(True).any()
-    note = (f"Mean ± standard deviation (ddof=1) over seeds of {value}; n = {n_text} runs per cell; "
+    note = (f"Mean ± standard deviation (ddof=1) over seeds of {shown_text('metric', value)}; n = {n_text} runs "
+            "per cell; "
             "(n=1): a single run, no spread; "
             + (f"({reference_label} x): the {reference_label} value; " if referenced else "")
             + (f"({reference_label} ≥x): at least x (the paper's curve is clipped); " if bounded else "")
             + "–: no runs.")
-    wide = render(stats, rows, columns, value, decimals, reference_label)
+    wide = render(stats, rows, columns, value, decimals, reference_label, df)
     heading = f"**{title}**\n\n" if title else ""
     markdown = f"{heading}{wide.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
     escaped = wide.map(latex_escape).rename(columns=latex_escape)
@@ -210,8 +223,8 @@ def table3(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     metrics = ["test_error", "test_error_recalibrated"]
     return artifact_table(melt_metrics(runs, metrics, "error"), ["dataset.name", "model.name"],
                           ["dropout.position", "metric"], "error", out, "table3",
-                          f"{experiment_title(runs)}: test error (%) of the final model before and after BN "
-                          "recalibration (paper: Table 3)", paper_reference("table3", metrics))
+                          caption("table3", runs, "test error (%) of the final model before and after BN "
+                                                  "recalibration"), paper_reference("table3", metrics))
 
 
 def table4(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path]:
@@ -219,8 +232,9 @@ def table4(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Pa
     require(runs, "table4", "dropout.position", "head", "one dropout after all BN layers")
     runs, error = with_test_error(runs, epoch)
     return artifact_table(runs, ["dataset.name", "model.name"], ["dropout.rate"], error, out, "table4",
-                          f"{experiment_title(runs)}: test error (%) at the {EPOCHS[epoch]} with dropout after all "
-                          "BN layers (paper: Table 4)", paper_reference("table4", "test_error"))
+                          caption("table4", runs, f"test error (%) at the {EPOCHS[epoch]} with one dropout after "
+                                                  "all BN layers, by its drop ratio q"),
+                          paper_reference("table4", "test_error"))
 
 
 def table5(runs: pd.DataFrame, out: str | Path) -> list[Path]:
@@ -234,8 +248,9 @@ def table5(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     crops = " or ".join(f"{size:g}x{size:g}" for size in sorted(set(runs["dataset.size"])))
     return artifact_table(melt_metrics(runs.rename(columns=names), list(names.values()), "error"),
                           ["dataset.name", "model.name"], ["dropout.rate", "metric"], "error", out, "table5",
-                          f"{experiment_title(runs)}: top-1 and top-5 test error (%) of the final epoch on {crops} "
-                          "centre crops, with dropout after all BN layers (paper: Table 5)", reference)
+                          caption("table5", runs, f"top-1 and top-5 test error (%) of the final epoch on {crops} "
+                                                  "centre crops, with and without one dropout after all BN layers"),
+                          reference)
 
 
 def table6(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Path]:
@@ -244,8 +259,9 @@ def table6(runs: pd.DataFrame, out: str | Path, epoch: str = "final") -> list[Pa
     require(runs, "table6", "dropout.position", "before_conv", "Dropout-(b)")
     runs, error = with_test_error(runs, epoch)
     return artifact_table(runs, ["dataset.name", "model.name"], ["dropout.rate"], error, out, "table6",
-                          f"{experiment_title(runs)}: test error (%) at the {EPOCHS[epoch]} with uniform dropout "
-                          "(Uout) before conv, rate = beta (paper: Table 6)", paper_reference("table6", "test_error"))
+                          caption("table6", runs, f"test error (%) at the {EPOCHS[epoch]} with Uout (uniform noise "
+                                                  "of width β) at Dropout-(b), before the conv"),
+                          paper_reference("table6", "test_error"))
 
 
 def table1(runs: pd.DataFrame, out: str | Path) -> list[Path]:
@@ -257,5 +273,5 @@ def table1(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     value = "the mean over conv layers"
     return artifact_table(melt_metrics(runs, metrics, value), ["model.name"], ["dataset.name", "metric"],
                           value, out, "table1",
-                          f"{experiment_title(runs)}: mean over conv layers of cos²θ and d·cos²θ (paper: Table 1)",
+                          caption("table1", runs, "mean over conv layers of cos²θ and d·cos²θ"),
                           paper_reference("table1", metrics), decimals=5)

@@ -16,8 +16,15 @@ import seaborn as sns
 
 from varshift import theory
 from varshift.analysis.figures import SHIFT_LABEL, final_variance
-from varshift.analysis.labels import experiment_title
-from varshift.analysis.plotting import dropout_order, labelled, log_scale_if_wide, save_figure, with_title
+from varshift.analysis.labels import caption
+from varshift.analysis.plotting import (
+    dropout_order,
+    dropout_palette,
+    labelled,
+    log_scale_if_wide,
+    save_figure,
+    with_title,
+)
 from varshift.analysis.tables import artifact_table, melt_metrics
 
 INPUT_COLUMNS = ["input_mean", "input_var", "fed_by_dropout"]
@@ -49,7 +56,8 @@ def theory_vs_measured(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     style = "dataset" if data["dataset"].nunique() > 1 else None
     with sns.axes_style("whitegrid"):
         grid = sns.relplot(data=data, x="predicted_shift", y="shift", hue="dropout", hue_order=dropout_order(data),
-                           style=style, col="network", kind="scatter", height=3.5, aspect=1.1)
+                           palette=dropout_palette(runs), style=style, col="network", kind="scatter", height=3.5,
+                           aspect=1.1)
     low = min(data["shift"].min(), data["predicted_shift"].min())
     high = max(data["shift"].max(), data["predicted_shift"].max())
     for ax in grid.axes.flat:
@@ -59,13 +67,13 @@ def theory_vs_measured(runs: pd.DataFrame, out: str | Path) -> list[Path]:
         ax.set_xscale(ax.get_yscale())
     grid.set_axis_labels("theory (Eq. 7-8): 1 + s²(c² + v) / v", f"measured: {SHIFT_LABEL}")
     grid.set_titles(col_template="{col_name}")
-    with_title(grid, f"{experiment_title(runs)}: BN layers fed directly by a dropout, measured shift against "
-                     "the theory (dashed: equal)")
+    with_title(grid, caption("theory-vs-measured", runs, "the BN layers fed directly by a dropout, measured shift "
+                                                         "against the theory (dashed: equal)"))
     per_run = layers.groupby("run_dir", sort=False)[["shift", "predicted_shift"]].mean()
     runs = runs.drop(columns=["shift", "predicted_shift"], errors="ignore").join(per_run, on="run_dir", how="inner")
     value = "the mean over BN layers fed by a dropout"
     return [*save_figure(grid.figure, data, out, "theory_vs_measured"),
             *artifact_table(melt_metrics(runs, ["shift", "predicted_shift"], value), ["dropout.kind", "dropout.rate"],
                             ["dataset.name", "model.name", "metric"], value, out, "theory_vs_measured_table",
-                            f"{experiment_title(runs)}: shift of the BN layers fed by a dropout, measured and "
-                            "predicted (Eq. 7-8 with each layer's input mean and variance)", decimals=3)]
+                            caption("theory-vs-measured", runs, "shift of the BN layers fed by a dropout, measured "
+                                    "and predicted (Eq. 7-8 with each layer's input mean and variance)"), decimals=3)]

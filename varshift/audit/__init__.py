@@ -10,6 +10,13 @@ dropout left on in eval mode.
 The command line is ``varshift-audit`` (:mod:`varshift.audit.cli`).
 """
 
-from varshift.audit.auditor import AuditReport, audit
-
 __all__ = ["AuditReport", "audit"]
+
+
+def __getattr__(name: str):
+    """``audit`` and ``AuditReport``, imported (with torch) when first used: ``varshift-audit --help`` needs neither."""
+    if name in __all__:
+        from varshift.audit import auditor
+
+        return getattr(auditor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

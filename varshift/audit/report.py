@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from varshift.audit.auditor import AuditReport
-from varshift.audit.predict import UOUT_BETA
-from varshift.audit.tables import DIRECT, SHIFTING
+from varshift.audit.predict import BOUND
+from varshift.audit.tables import DIRECT, SHIFTING, drop_kind, remedy
 
 MEASURED_COLUMNS = ("measured_shift", "recalibrated_shift")
 METHOD = (
@@ -28,6 +28,18 @@ def _verdict(report: AuditReport) -> str:
     return f"{' and '.join(findings) or 'no variance shift'} (exit {report.exit_code})"
 
 
+def remedy_lines(shifting: pd.DataFrame) -> list[str]:
+    """One line per kind of drop among the ``shifting`` feeds: the fixes that suit it, with the largest
+    predicted shift under Uout's noise and the largest measured after BN recalibration (where measured)."""
+    lines = []
+    for kind, feeds in shifting.groupby(shifting["layer"].map(drop_kind), sort=False):
+        uout, recalibrated = feeds["uout_shift"].max(), feeds["recalibrated_shift"].max()
+        text = remedy(kind, None if pd.isna(uout) else uout, (feeds["prediction"] == BOUND).any(),
+                      None if pd.isna(recalibrated) else recalibrated)
+        lines.append(f"remedy for the {feeds['site'].nunique()} {kind} site(s) (the largest values among them): {text}")
+    return lines
+
+
 def summary_lines(report: AuditReport, target: str) -> list[str]:
     sites, feeds = report.sites, report.feeds[report.feeds["bn"] != ""]
     shifting = int((sites["verdict"] == SHIFTING).sum())
@@ -44,11 +56,7 @@ def summary_lines(report: AuditReport, target: str) -> list[str]:
         lines.append(f"eval mode: DROPOUT ACTIVE: outputs first differ at {report.eval_noise.module} "
                      f"({report.eval_noise.layer}); pass training=self.training to F.dropout")
     if shifting:
-        worst = feeds[feeds["verdict"] == SHIFTING]
-        lines.append(
-            f"remedy: move each shifting dropout after the last BN; or use Uout (beta={UOUT_BETA}), predicted shift "
-            f"up to {worst['uout_shift'].max():.4g}; or varshift.bn.recalibrate_bn after training"
-            + (f", measured shift after it up to {worst['recalibrated_shift'].max():.4g}" if report.measured else ""))
+        lines += remedy_lines(feeds[feeds["verdict"] == SHIFTING])
     lines += [f"note: {note}" for note in report.notes]
     lines.append(f"result: {_verdict(report)}")
     return lines

@@ -17,6 +17,7 @@ from varshift.audit.reach import Feed
 from varshift.audit.sites import DropoutSite
 
 SHIFTING, SAFE = "shifting", "safe"
+DROPOUT, BRANCH_DROP, BLOCK_DROP = "dropout", "stochastic depth / DropPath", "DropBlock"
 DIRECT, INDIRECT = "direct", "via other layers"
 FEED_COLUMNS = ["site", "layer", "rate", "noise_variance", "verdict", "bn", "path", "channels",
                 "predicted_shift", "prediction", "uout_shift", "measured_shift", "recalibrated_shift", "remedy"]
@@ -28,13 +29,29 @@ def verdict(site: DropoutSite, feeds: Sequence[Feed]) -> str:
     return SHIFTING if feeds and site.noise_variance != 0.0 else SAFE
 
 
-def remedy(uout_shift: float | None, uout_is_bound: bool, recalibrated_shift: float | None) -> str:
-    """The paper's three fixes, with the numbers the audit has for this feed."""
+def drop_kind(layer: str) -> str:
+    """What a site drops, which decides its remedies: a unit (:data:`DROPOUT`), a residual branch
+    (:data:`BRANCH_DROP`: stochastic depth, DropPath) or a block of a feature map (:data:`BLOCK_DROP`: DropBlock)."""
+    if layer.startswith(("StochasticDepth", "DropPath")):
+        return BRANCH_DROP
+    if "DropBlock" in layer:
+        return BLOCK_DROP
+    return DROPOUT
+
+
+def remedy(kind: str, uout_shift: float | None, uout_is_bound: bool, recalibrated_shift: float | None) -> str:
+    """The fixes that suit a drop of ``kind``, with the numbers the audit has for this feed. A dropout can move
+    after the last BN; a dropped residual branch or feature-map block cannot (it acts where the BN layers are):
+    for them BN recalibration comes first, then noise of a small variance in the same place (the paper's Uout)."""
     uout = "" if uout_shift is None else f": {'<= ' if uout_is_bound else ''}{uout_shift:.4g} predicted"
-    recalibrated = ("after training, on training batches" if recalibrated_shift is None
-                    else f": {recalibrated_shift:.4g} measured")
-    return (f"move the dropout after the last BN (no shift); or Uout (beta={UOUT_BETA}){uout}; "
-            f"or recalibrate_bn {recalibrated}")
+    recalibrate = "varshift.bn.recalibrate_bn after training" + (
+        ", on training batches" if recalibrated_shift is None else f": {recalibrated_shift:.4g} measured")
+    if kind == BRANCH_DROP:
+        return (f"{recalibrate}; or scale the residual branch by 1 + U(-{UOUT_BETA}, {UOUT_BETA}) per sample "
+                f"instead of dropping it (Uout's noise){uout}")
+    if kind == BLOCK_DROP:
+        return f"{recalibrate}; or Uout (beta={UOUT_BETA}) in place of the DropBlock{uout}"
+    return f"move the dropout after the last BN (no shift); or Uout (beta={UOUT_BETA}){uout}; or {recalibrate}"
 
 
 def _number(value) -> float:
@@ -65,7 +82,8 @@ def feed_table(sites: Sequence[DropoutSite], feeds: Sequence[Feed], predictions:
                 "predicted_shift": _number(prediction.shift), "prediction": prediction.kind,
                 "uout_shift": _number(prediction.uout_shift), "measured_shift": _number(measured.get(feed.bn)),
                 "recalibrated_shift": _number(recalibrated_shift),
-                "remedy": remedy(prediction.uout_shift, prediction.kind == BOUND, recalibrated_shift)
+                "remedy": remedy(drop_kind(site.layer), prediction.uout_shift, prediction.kind == BOUND,
+                                 recalibrated_shift)
                 if site_verdict == SHIFTING else "",
             })
     return pd.DataFrame(rows, columns=FEED_COLUMNS)

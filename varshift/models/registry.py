@@ -51,20 +51,21 @@ def family_parameters(name: str) -> dict:
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
-def build_model(name: str, num_classes: int = 10, in_channels: int = 3, dropout=DEFAULT_DROPOUT,
+def build_model(name: str, num_classes: int = 10, in_channels: int | None = None, dropout=DEFAULT_DROPOUT,
                 position: str = "none", **kwargs) -> nn.Module:
     """The network ``name`` with ``dropout`` (a mapping kind/rate/channelwise, or None) at ``position``.
 
-    ``position`` is one of none, before_bn, before_conv, head (see :mod:`varshift.models.slots`);
-    ``kwargs`` are the family's size parameters (:func:`family_parameters`).
+    ``in_channels``: channels of the input images; by default the family's own, 3 for the paper's networks (CIFAR)
+    and 1 for small_cnn and mlp (MNIST, Fashion-MNIST). ``position`` is one of none, before_bn, before_conv, head
+    (see :mod:`varshift.models.slots`); ``kwargs`` are the family's size parameters (:func:`family_parameters`).
     """
     family = _family(name)
     allowed = family_parameters(name)
     for key in kwargs:
         if key not in allowed:
             raise ValueError(f"model {name!r} has no parameter {key!r}; its parameters: {', '.join(allowed)}")
-    return family(num_classes=num_classes, in_channels=in_channels, dropout=dropout, position=position,
-                  **kwargs)
+    channels = {} if in_channels is None else {"in_channels": in_channels}
+    return family(num_classes=num_classes, dropout=dropout, position=position, **channels, **kwargs)
 
 
 def build_on_meta(name: str, dropout=DEFAULT_DROPOUT, position: str = "none", **kwargs) -> nn.Module:

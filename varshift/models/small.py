@@ -1,4 +1,5 @@
-"""Two small networks for MNIST-like data, written the way practitioners usually write them first.
+"""Two small networks for MNIST-like data, written the way practitioners usually write them first; both take
+1-channel images unless ``in_channels`` says otherwise.
 
 * :class:`SmallCNN`: per entry of ``channels`` a block conv3x3-BN-ReLU-maxpool2, then global average
   pooling, a hidden FC layer (``hidden`` units) with BN1d (``hidden_bn``) and ReLU, and the classifier.
@@ -57,7 +58,7 @@ def channel_widths(channels) -> tuple[int, ...]:
 class SmallCNN(nn.Module):
     """conv3x3-BN-ReLU-maxpool blocks, global average pooling, FC-BN-ReLU, classifier."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout=None, position: str = "none",
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout=None, position: str = "none",
                  *, channels: Sequence[int] = (8, 16, 32, 64), hidden: int = 128, hidden_bn: bool = True):
         super().__init__()
         widths = channel_widths(channels)
@@ -86,7 +87,7 @@ class SmallCNN(nn.Module):
 class MLP(nn.Module):
     """Flattened image, ``depth`` hidden layers Linear-BN1d-ReLU, classifier."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout=None, position: str = "none",
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout=None, position: str = "none",
                  *, hidden: int = 256, batchnorm: bool = True, depth: int = 2, image_size: int = 28):
         super().__init__()
         hidden = whole_number("mlp hidden", hidden)

@@ -64,35 +64,64 @@ TOP_K = 5  # top-5 accuracy, ImageNet's second metric, for a network of more tha
 
 
 class Evaluation(NamedTuple):
-    """What :func:`evaluate` measures: mean loss, accuracy (%) and, with more than ``TOP_K`` classes, top-5
-    accuracy (%): the share of images whose label is among the five largest logits."""
+    """What :func:`evaluate` measures: mean loss, accuracy (%), with more than ``TOP_K`` classes the top-5
+    accuracy (%) (the share of images whose label is among the five largest logits), and on request the accuracy
+    (%) of each class, a list indexed by label (NaN for a class without images)."""
 
     loss: float
     acc: float
     top5_acc: float | None = None
+    per_class: list[float] | None = None
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False,
-             progress: bool = True) -> Evaluation:
-    """Mean cross-entropy loss, accuracy (%) and top-5 accuracy (%) of ``model`` in eval mode over ``loader``."""
+def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False, progress: bool = True,
+             per_class: bool = False) -> Evaluation:
+    """Loss, accuracy, top-5 accuracy and (``per_class``) the accuracy of each class of ``model`` in eval mode
+    over ``loader``."""
     model.eval()
     device = model_device(model)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     correct_top5 = torch.zeros((), device=device, dtype=torch.int64)
+    counts = ClassCounts(device) if per_class else None
     seen, classes = 0, 0
     for x, y in progress_bar(label, loader, enabled=progress):
         with autocast(model, bf16):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        hits = logits.argmax(1) == y
+        correct += hits.sum()
         classes = logits.shape[1]
         if classes > TOP_K:
             correct_top5 += (logits.topk(TOP_K, dim=1).indices == y[:, None]).any(dim=1).sum()
+        if counts is not None:
+            counts.add(y, hits, classes)
         seen += y.numel()
     top5_acc = 100.0 * correct_top5.item() / seen if classes > TOP_K else None
-    return Evaluation(loss_sum.item() / seen, 100.0 * correct.item() / seen, top5_acc)
+    return Evaluation(loss_sum.item() / seen, 100.0 * correct.item() / seen, top5_acc,
+                      None if counts is None else counts.accuracy())
+
+
+class ClassCounts:
+    """Images and correct predictions per class, summed on the device (``index_add_``, no host sync per batch)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seen: torch.Tensor | None = None
+        self.correct: torch.Tensor | None = None
+
+    def add(self, labels: torch.Tensor, hits: torch.Tensor, num_classes: int) -> None:
+        if self.seen is None:
+            self.seen = torch.zeros(num_classes, device=self.device, dtype=torch.int64)
+            self.correct = torch.zeros_like(self.seen)
+        self.seen.index_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
+        self.correct.index_add_(0, labels, hits.to(torch.int64))
+
+    def accuracy(self) -> list[float]:
+        """Accuracy (%) per class; NaN where the data held no image of the class."""
+        seen, correct = self.seen.double().cpu(), self.correct.double().cpu()
+        return (100.0 * correct / seen).tolist()
 
 
 class CountedPasses:

@@ -27,7 +27,7 @@ from torch import nn
 from varshift import theory
 from varshift.bn import recalibrate_bn
 from varshift.data import DatasetInfo, Loaders, build_loaders
-from varshift.errors import TrainingDiverged
+from varshift.errors import RunInterrupted, TrainingDiverged
 from varshift.identity import CONFIG_FILE, SUMMARY_FILE
 from varshift.models import build_model
 from varshift.probes import measure_variance_shift
@@ -35,6 +35,7 @@ from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, read_run_file, remove_stale_temporary_files
 from varshift.tracking import RunRecorder
 from varshift.training import checkpoint, guards
+from varshift.training.interrupts import Interrupts
 from varshift.training.loop import CountedPasses, Evaluation, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
 from varshift.training.setup import (
@@ -111,6 +112,7 @@ class Trainer:
         self.best_test_acc = 0.0
         self.wall_time = 0.0
         self.saved_epoch = 0
+        self.interrupts = Interrupts()  # SIGINT and SIGTERM, while run() runs
 
     # -- checkpoints --
     def state_dict(self) -> dict:
@@ -118,9 +120,14 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
                 **{key: getattr(self, key) for key in STATE_KEYS}, "config": self.cfg, "hardware": self.hardware}
 
-    def save_checkpoint(self) -> None:
-        checkpoint.save_checkpoint(self.run_dir / checkpoint.CHECKPOINT, self.state_dict())
-        self.saved_epoch = self.epoch
+    def keep_epoch(self, row: dict) -> None:
+        """Record the epoch's ``row`` (files, wandb) and checkpoint it: all of it, or, when an interrupt comes first,
+        none of it (an interrupt that comes meanwhile waits until it is kept)."""
+        with self.interrupts.deferred():
+            self.recorder.log_epoch(row)
+            checkpoint.save_checkpoint(self.run_dir / checkpoint.CHECKPOINT, self.state_dict())
+            self.saved_epoch = self.epoch
+            self.recorder.write_files()
 
     def resume(self) -> bool:
         path = self.run_dir / checkpoint.CHECKPOINT
@@ -166,6 +173,11 @@ class Trainer:
     def evaluate(self, loader, label: str) -> Evaluation:
         """Loss, accuracy (%) and top-5 accuracy (%, more than 5 classes) in eval mode."""
         return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress)
+
+    def evaluate_test_per_class(self, label: str) -> Evaluation:
+        """The test data in eval mode, with the accuracy (%) of each class (a list indexed by label)."""
+        return evaluate(self.forward, self.loaders.test, label=label, bf16=self.bf16, progress=self.progress,
+                        per_class=True)
 
     def training_pass(self):
         """The training images with their augmentation, unshuffled, as the model sees them in training: the
@@ -222,9 +234,7 @@ class Trainer:
             row["train_eval_acc"] = self.train_eval_accuracy()
             row["mean_shift"] = float(self.measure_shift("probe")["shift"].mean())
         self.wall_time += time.perf_counter() - start
-        self.recorder.log_epoch(row)
-        self.save_checkpoint()
-        self.recorder.write_files()
+        self.keep_epoch(row)
         log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
 
     def training_images_per_s(self) -> float:
@@ -250,13 +260,15 @@ class Trainer:
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
                    "mean_shift": float(final.mean()), "max_shift": float(final.max())}
-        if "test_top5_acc" in self.recorder.epochs[-1]:
-            top5_acc = self.recorder.epochs[-1]["test_top5_acc"]
-            summary.update(test_top5_acc=top5_acc, test_top5_error=100.0 - top5_acc)
+        final_test = self.evaluate_test_per_class("test, per class")
+        summary["test_acc_per_class"] = final_test.per_class
+        if final_test.top5_acc is not None:
+            summary.update(test_top5_acc=final_test.top5_acc, test_top5_error=100.0 - final_test.top5_acc)
         if self.cfg["probe"]["recalibrate"]:
             self.recalibrate()
-            recal = self.evaluate(self.loaders.test, "test")
+            recal = self.evaluate_test_per_class("test, BN recalibrated")
             summary.update(test_acc_recalibrated=recal.acc, test_error_recalibrated=100.0 - recal.acc,
+                           test_acc_recalibrated_per_class=recal.per_class,
                            mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
             if recal.top5_acc is not None:
                 summary.update(test_top5_acc_recalibrated=recal.top5_acc,
@@ -269,21 +281,43 @@ class Trainer:
         self.recorder.write_summary(summary)
         return summary
 
+    def interrupted(self, stop: RunInterrupted) -> RunInterrupted:
+        """``stop`` with what the run keeps: the checkpoint of its last complete epoch."""
+        epochs, path = self.cfg["trainer"]["epochs"], self.run_dir / checkpoint.CHECKPOINT
+        kept_all = self.saved_epoch == self.epoch
+        if kept_all and self.epoch and (self.stopped_early or self.epoch >= epochs):
+            kept = f"after its {self.epoch} epochs, before its summary; {path} keeps them all"
+        elif self.saved_epoch:
+            where = f"after epoch {self.epoch}/{epochs}" if kept_all else f"in epoch {self.epoch}/{epochs}"
+            kept = f"{where}; {path} keeps epoch {self.saved_epoch}, the last complete one"
+        else:
+            where = f"in epoch {self.epoch}/{epochs}" if self.epoch else "before epoch 1"
+            kept = f"{where}, before any checkpoint; {self.run_dir} keeps no epoch yet"
+        restated = RunInterrupted(f"{stop} {kept}")
+        restated.signum = stop.signum
+        return restated
+
     def run(self) -> dict:
-        if self.resume():
-            print(f"resuming {self.run_dir} after epoch {self.epoch}")
-        checkpoint.write_config(self.run_dir, self.cfg)
-        self.recorder.start_wandb()
-        exit_code = 1
-        try:
-            while not self.stopped_early and self.epoch < self.cfg["trainer"]["epochs"]:
-                self.run_epoch()
-            summary = self.finish()
-            exit_code = 0
-            log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
-            return summary
-        finally:
-            self.recorder.finish_wandb(exit_code)
+        with self.interrupts:
+            if self.resume():
+                print(f"resuming {self.run_dir} after epoch {self.epoch}", flush=True)
+            else:
+                print(f"training in {self.run_dir}", flush=True)
+            checkpoint.write_config(self.run_dir, self.cfg)
+            self.recorder.start_wandb()
+            exit_code = 1
+            try:
+                while not self.stopped_early and self.epoch < self.cfg["trainer"]["epochs"]:
+                    self.run_epoch()
+                summary = self.finish()
+                exit_code = 0
+                log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
+                return summary
+            except RunInterrupted as stop:
+                self.recorder.mark_interrupted()
+                raise self.interrupted(stop) from None
+            finally:
+                self.recorder.finish_wandb(exit_code)
 
 
 def finished_summary(cfg: dict, run_dir: Path) -> dict | None:

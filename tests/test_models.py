@@ -254,8 +254,8 @@ def test_position_defaults_to_none_and_dropout_to_bernoulli_half():
     assert [(type(m), m.rate) for m in layers] == [(BernoulliDropout, 0.5)]
 
 
-def test_positions_are_the_four_documented():
-    assert POSITIONS == ("none", "before_bn", "before_conv", "head")
+def test_positions_are_the_five_documented():
+    assert POSITIONS == ("none", "before_bn", "before_conv", "head", "residual")
     assert tuple(FAMILIES) == MODEL_NAMES
     assert MODEL_NAMES == ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn",
                            "mlp", "preresnet14_w8")

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform")
-POSITIONS = ("none", "before_bn", "before_conv", "head")
+DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform", "droppath", "dropblock")
+# residual: on a residual branch, in front of the add (DropPath's place in residual networks)
+POSITIONS = ("none", "before_bn", "before_conv", "head", "residual")
+# the positions where each kind that has its own place fits; the other kinds fit every position but residual
+KIND_POSITIONS = {"droppath": ("residual",), "dropblock": ("before_bn", "before_conv")}
 SCALES = ("smoke", "demo", "laptop", "paper")
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist")
 MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn", "mlp", "preresnet14_w8")
@@ -24,7 +27,8 @@ SEED_KEY = "seed"
 # data is read from, how progress and records are shown. A run may resume with other values of them, and
 # analysis ignores them when it groups runs into settings. trainer.device and trainer.threads are not
 # neutral: other kernels round differently.
-NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify")
+NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify",
+                "probe.per_channel")
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")

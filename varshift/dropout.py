@@ -28,9 +28,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from varshift import theory
 from varshift.checks import refuse, require

@@ -98,11 +98,16 @@ def weighted_test_variance(var, d_cos2, rho):
     return var * (1.0 + rho * (d_cos2 - 1.0))
 
 
+def weighted_noise_variance(s2, mean, var, rho, alignment=1.0, diagonal=1.0):
+    """Case (b): what the noise adds through the weights, per unit ``|w|^2``: ``s2 ((c^2 + v rho) B + v (1 - rho) B0)``
+    (``alignment`` B and ``diagonal`` B0 are 1 for independent noise: ``s2 (c^2 + v)``, Eq. 9 less Eq. 10)."""
+    return s2 * ((mean * mean + var * rho) * alignment + var * (1.0 - rho) * diagonal)
+
+
 def weighted_train_variance(s2, mean, var, d_cos2, rho, alignment=1.0, diagonal=1.0):
-    """Case (b) in training, per unit ``|w|^2``: ``Var_test + s2 ((c^2 + v rho) B + v (1 - rho) B0)`` (Eq. 9 for
-    any noise; ``alignment`` B and ``diagonal`` B0 are 1 for independent noise, where it is Eq. 9 itself)."""
-    noise = s2 * ((mean * mean + var * rho) * alignment + var * (1.0 - rho) * diagonal)
-    return weighted_test_variance(var, d_cos2, rho) + noise
+    """Case (b) in training, per unit ``|w|^2``: ``Var_test`` plus :func:`weighted_noise_variance` (Eq. 9 for any
+    noise)."""
+    return weighted_test_variance(var, d_cos2, rho) + weighted_noise_variance(s2, mean, var, rho, alignment, diagonal)
 
 
 def shift_ratio_weighted(kind: str, rate: float, mean, var, d, cos2, rho):

@@ -63,15 +63,12 @@ from varshift.bn import (
     preserved_modes,
     tracked_batchnorm_layers,
 )
+from varshift.probe_columns import CHANNEL_COLUMNS, CHANNEL_MEANS, LAYER_COLUMNS, QUANTITIES, THEORY
 from varshift.probe_feeds import DROPOUT_TYPES, ChannelMoments, FeedRecorder
 
-QUANTITIES = ["moving_var", "real_var", "train_var", "shift", "input_mean", "input_var"]
-THEORY = ["noise_predicted", "noise_measured", "clean_var", "noise_variance", "source_mean", "source_var", "rho",
-          "weight_norm2", "d_cos2", "alignment"]
-LAYER_COLUMNS = ["layer", "name", *QUANTITIES, "fed_by_dropout", "feed", "sources", *THEORY]
-CHANNEL_COLUMNS = ["layer", "name", "channel", *QUANTITIES, "fed_by_dropout", "feed", "sources", *THEORY]
-# the quantities whose layer value is the channel mean of the per-channel ones
-CHANNEL_MEANS = ["moving_var", "real_var", "train_var", "input_var", "noise_predicted", "noise_measured", "clean_var"]
+__all__ = ["CHANNEL_COLUMNS", "LAYER_COLUMNS", "QUANTITIES", "TrainingPass", "layer_table", "measure_variance_shift",
+           "shift_of", "training_pass"]
+
 # the samples the structure of the feeds is traced on (it needs the model's graph, not statistics)
 TRACE_SAMPLES = 2
 
@@ -215,9 +212,7 @@ def measure_variance_shift(model: nn.Module, batches: Iterable, per_channel: boo
     })
     channels = channels.join(theory_terms(training.feeds, names, widths))
     channels["clean_var"] = channels["train_var"] - channels["noise_measured"]
-    if per_channel:
-        return channels[CHANNEL_COLUMNS]
-    return layer_rows(channels)[LAYER_COLUMNS]
+    return channels[CHANNEL_COLUMNS] if per_channel else layer_table(channels)
 
 
 def theory_terms(feeds: FeedRecorder, names: list[str], widths: list[int]) -> pd.DataFrame:
@@ -237,10 +232,11 @@ def root_mean_square(values: pd.Series) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def layer_rows(channels: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: the channel means of :data:`CHANNEL_MEANS` (and of ``source_var`` and ``weight_norm2``), the paper's
-    statistic of the means, ``input_mean`` and ``source_mean`` as root mean squares over channels, D and B as
-    ``|w|^2``-weighted means over filters (so that Eq. 14 with them gives the channel mean of the variances)."""
+def layer_table(channels: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer table (:data:`LAYER_COLUMNS`) of a per-channel one: the channel means of :data:`CHANNEL_MEANS`
+    (and of ``source_var`` and ``weight_norm2``), the paper's statistic of the means, ``input_mean`` and
+    ``source_mean`` as root mean squares over channels, D and B as ``|w|^2``-weighted means over filters (so that
+    Eq. 14 with them gives the channel mean of the variances)."""
     grouped = channels.groupby("layer", sort=True)
     rows = grouped[["name", "fed_by_dropout", "feed", "sources", "noise_variance", "rho"]].first()
     rows = rows.join(grouped[[*CHANNEL_MEANS, "source_var", "weight_norm2"]].mean())
@@ -248,4 +244,4 @@ def layer_rows(channels: pd.DataFrame) -> pd.DataFrame:
     weighted = channels[["d_cos2", "alignment"]].mul(channels["weight_norm2"], axis=0).groupby(channels["layer"])
     rows = rows.join(weighted.sum(min_count=1).div(grouped["weight_norm2"].sum(min_count=1), axis=0))
     rows["shift"] = shift_of(rows["real_var"].to_numpy(), rows["moving_var"].to_numpy())
-    return rows.reset_index()
+    return rows.reset_index()[LAYER_COLUMNS]

@@ -17,7 +17,8 @@ METRIC_LABELS = {"test_error": "error", "test_error_recalibrated": "error, BN re
 KNOWN_ORDER = {"dataset.name": DATASET_NAMES, "model.name": MODEL_NAMES, "dropout.position": POSITIONS,
                "dropout.kind": DROPOUT_KINDS, "metric": tuple(METRIC_LABELS)}
 POSITION_LABELS = {"none": "no dropout", "before_bn": "Dropout-(a) before BN",
-                   "before_conv": "Dropout-(b) before conv", "head": "dropout after all BN"}
+                   "before_conv": "Dropout-(b) before conv", "head": "dropout after all BN",
+                   "residual": "on the residual branch"}
 # what the runs of each experiment preset (conf/experiment/) are, for titles
 EXPERIMENT_TITLES = {"fig4": "Figure 4", "fig5": "Figure 5", "table1": "Table 1", "table3": "Table 3",
                      "table4": "Table 4", "table6": "Table 6", "gaussian": "Gaussian dropout",

@@ -17,6 +17,7 @@ from varshift.audit.eval_noise import EvalNoise, first_eval_divergence
 from varshift.audit.moments import eval_moments
 from varshift.audit.predict import predict
 from varshift.audit.reach import trace_feeds
+from varshift.audit.response import noise_responses
 from varshift.audit.tables import SHIFTING, feed_table, site_table, verdict
 from varshift.bn import model_device, model_inputs, recalibrate_bn
 from varshift.probes import measure_variance_shift
@@ -93,8 +94,13 @@ def audit(model: nn.Module, batches: Iterable | None = None, *, input_shape: Seq
         inputs = sample_inputs(model, batches, input_shape, batch_size, num_batches, seed)
         probe = inputs[0][:TRACE_SAMPLES]
         sites, feeds = trace_feeds(model, probe)
-        site_moments, bn_moments = eval_moments(model, inputs, {feed.bn for feed in feeds})
-        predictions = predict(feeds, {site.name: site for site in sites}, site_moments, bn_moments)
+        by_name = {site.name: site for site in sites}
+        direct = {(feed.site, feed.bn): feed.direct for feed in feeds}
+        bn_moments = eval_moments(model, inputs, {feed.bn for feed in feeds})
+        noisy = {(feed.site, feed.bn) for feed in feeds if by_name[feed.site].noise_variance not in (None, 0.0)}
+        responses = noise_responses(model, inputs, sites, {pair for pair in noisy if not direct[pair]}, seed)
+        joint_responses = noise_responses(model, inputs, sites, noisy, seed, through_bn=True)
+        predictions = predict(feeds, by_name, bn_moments, responses, joint_responses)
         shifting = any(verdict(site, [feed for feed in feeds if feed.site == site.name]) == SHIFTING
                        for site in sites)
         measured, recalibrated, notes = {}, {}, []

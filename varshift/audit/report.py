@@ -11,11 +11,13 @@ from varshift.audit.tables import DIRECT, SHIFTING
 MEASURED_COLUMNS = ("measured_shift", "recalibrated_shift")
 METHOD = (
     "predicted_shift is the paper's statistic max(r, 1/r), r = Var_test / Var_train of the BN layer's channel "
-    "means, from the test-time mean and variance of the BN input on the sample batches. 'case a': the dropout "
-    "output reaches the BN input unchanged (Eq. 7/8; all such dropouts of one BN counted together). 'bound': "
-    "another layer lies between; Eq. 14 says the shift there is at most case (a) on the dropout's own output. "
-    "measured_shift is varshift.probes' statistic (BN moving variance against the eval-mode input variance "
-    "on the given batches), recalibrated_shift the same after varshift.bn.recalibrate_bn on them."
+    "means, with this one site's noise on (per site); joint_predicted_shift the same with every site that feeds "
+    "the BN on. Var_test is the BN input's on the sample batches. 'case a': the dropout output reaches the BN "
+    "input unchanged (Eq. 7/8). 'Eq. 14': linear layers lie between (a conv, adds); the noise is pushed through "
+    "them exactly, their weights and the correlation of their inputs as they are. 'first order': a nonlinearity "
+    "lies between; the same to first order, an estimate. measured_shift is varshift.probes' statistic (BN moving "
+    "variance against the eval-mode input variance on the given batches), recalibrated_shift the same after "
+    "varshift.bn.recalibrate_bn on them."
 )
 
 

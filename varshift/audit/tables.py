@@ -2,7 +2,8 @@
 
 A site is *shifting* when it feeds at least one BN layer with running statistics and its noise is not
 zero (a dropout at rate 0 is harmless wherever it sits); otherwise it is *safe*. A safe site that feeds
-no BN layer has one row with an empty ``bn``.
+no BN layer has one row with an empty ``bn``. ``predicted_shift`` is per site (this site alone on),
+``joint_predicted_shift`` the BN layer's with every site that feeds it on (:mod:`varshift.audit.predict`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from varshift.audit.predict import BOUND, UOUT_BETA, Prediction
+from varshift.audit.predict import UOUT_BETA, Prediction
 from varshift.audit.reach import Feed
 from varshift.audit.sites import DropoutSite
 
 SHIFTING, SAFE = "shifting", "safe"
 DIRECT, INDIRECT = "direct", "via other layers"
 FEED_COLUMNS = ["site", "layer", "rate", "noise_variance", "verdict", "bn", "path", "channels",
-                "predicted_shift", "prediction", "uout_shift", "measured_shift", "recalibrated_shift", "remedy"]
+                "predicted_shift", "joint_predicted_shift", "prediction", "uout_shift", "measured_shift",
+                "recalibrated_shift", "remedy"]
 SITE_COLUMNS = ["site", "layer", "rate", "verdict", "bn_layers", "first_bn", "path", "predicted_shift",
                 "measured_shift", "recalibrated_shift"]
 
@@ -28,9 +30,9 @@ def verdict(site: DropoutSite, feeds: Sequence[Feed]) -> str:
     return SHIFTING if feeds and site.noise_variance != 0.0 else SAFE
 
 
-def remedy(uout_shift: float | None, uout_is_bound: bool, recalibrated_shift: float | None) -> str:
+def remedy(uout_shift: float | None, recalibrated_shift: float | None) -> str:
     """The paper's three fixes, with the numbers the audit has for this feed."""
-    uout = "" if uout_shift is None else f": {'<= ' if uout_is_bound else ''}{uout_shift:.4g} predicted"
+    uout = "" if uout_shift is None else f": {uout_shift:.4g} predicted"
     recalibrated = ("after training, on training batches" if recalibrated_shift is None
                     else f": {recalibrated_shift:.4g} measured")
     return (f"move the dropout after the last BN (no shift); or Uout (beta={UOUT_BETA}){uout}; "
@@ -62,10 +64,11 @@ def feed_table(sites: Sequence[DropoutSite], feeds: Sequence[Feed], predictions:
             rows.append({
                 **common, "bn": feed.bn, "path": DIRECT if feed.direct else INDIRECT,
                 "channels": f"{feed.channels[0]}:{feed.channels[1]}" if feed.direct else "",
-                "predicted_shift": _number(prediction.shift), "prediction": prediction.kind,
+                "predicted_shift": _number(prediction.shift), "joint_predicted_shift": _number(prediction.joint_shift),
+                "prediction": prediction.kind,
                 "uout_shift": _number(prediction.uout_shift), "measured_shift": _number(measured.get(feed.bn)),
                 "recalibrated_shift": _number(recalibrated_shift),
-                "remedy": remedy(prediction.uout_shift, prediction.kind == BOUND, recalibrated_shift)
+                "remedy": remedy(prediction.uout_shift, recalibrated_shift)
                 if site_verdict == SHIFTING else "",
             })
     return pd.DataFrame(rows, columns=FEED_COLUMNS)

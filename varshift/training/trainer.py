@@ -28,11 +28,11 @@ from varshift import theory
 from varshift.bn import recalibrate_bn
 from varshift.data import DatasetInfo, Loaders, build_loaders
 from varshift.models import build_model
-from varshift.probes import measure_variance_shift
+from varshift.probes import TrainingPass, layer_table, measure_variance_shift, training_pass
 from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, remove_stale_temporary_files
 from varshift.tracking import RunRecorder, read_summary
-from varshift.training import checkpoint, guards
+from varshift.training import checkpoint, guards, reuse
 from varshift.training.loop import CountedPasses, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
 from varshift.training.setup import (
@@ -169,18 +169,23 @@ class Trainer:
     def training_pass_batches(self, max_batches: int | None) -> int:
         return len(self.loaders.train_eval) if max_batches is None else min(len(self.loaders.train_eval), max_batches)
 
-    def measure_shift(self, stage: str) -> pd.DataFrame:
-        """The per-layer variance table (recorded under ``stage``); ``TrainingDiverged`` if it is not finite."""
+    def measure_shift(self, stage: str, training: TrainingPass | None = None) -> tuple[pd.DataFrame, TrainingPass]:
+        """The per-layer variance table (recorded under ``stage``, per channel too with ``probe.per_channel``) and its
+        training-mode pass, which a probe after BN recalibration reuses (``training``: it does not depend on the BN
+        running statistics); ``TrainingDiverged`` if the table is not finite."""
         max_batches = self.cfg["probe"]["batches"]
-        # measure_variance_shift passes the data twice: in eval mode, then in train mode
-        total = 2 * self.training_pass_batches(max_batches)
+        # a pass over the data in eval mode, and one in train mode unless given
+        total = (1 if training else 2) * self.training_pass_batches(max_batches)
         with progress_bar(f"variance probe ({stage})", total=total, enabled=self.progress) as bar, \
                 autocast(self.model, self.bf16):
-            table = measure_variance_shift(self.model, CountedPasses(self.training_pass(), bar),
-                                           max_batches=max_batches)
+            batches = CountedPasses(self.training_pass(), bar)
+            training = training or training_pass(self.model, batches, max_batches)
+            channels = measure_variance_shift(self.model, batches, per_channel=True, max_batches=max_batches,
+                                              training=training)
+        table = layer_table(channels)
         self.stop_if_diverged(guards.non_finite_probe(table, stage))
-        self.recorder.log_variance(table, stage, self.epoch)
-        return table
+        self.recorder.log_variance(table, stage, self.epoch, channels if self.cfg["probe"]["per_channel"] else None)
+        return table, training
 
     def recalibrate(self) -> None:
         max_batches = self.cfg["probe"]["recalibrate_batches"]
@@ -211,7 +216,7 @@ class Trainer:
         every = self.cfg["probe"]["every"]
         if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
             row["train_eval_acc"] = self.train_eval_accuracy()
-            row["mean_shift"] = float(self.measure_shift("probe")["shift"].mean())
+            row["mean_shift"] = float(self.measure_shift("probe")[0]["shift"].mean())
         self.wall_time += time.perf_counter() - start
         self.recorder.log_epoch(row)
         self.save_checkpoint()
@@ -236,7 +241,8 @@ class Trainer:
         start = time.perf_counter()
         test_acc = self.recorder.epochs[-1]["test_acc"]
         train_eval_acc = self.train_eval_accuracy()
-        final = self.measure_shift("final")["shift"]
+        table, training = self.measure_shift("final")
+        final = table["shift"]
         summary = {"status": "complete", "epochs": self.epoch, "stopped_early": self.stopped_early,
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
@@ -244,8 +250,9 @@ class Trainer:
         if self.cfg["probe"]["recalibrate"]:
             self.recalibrate()
             recal_acc = self.evaluate(self.loaders.test, "test")[1]
+            recalibrated = self.measure_shift("recalibrated", training)[0]["shift"]
             summary.update(test_acc_recalibrated=recal_acc, test_error_recalibrated=100.0 - recal_acc,
-                           mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
+                           mean_shift_recalibrated=float(recalibrated.mean()))
         self.recorder.write_alignment(alignment_table(self.model))
         self.recorder.write_files()
         self.wall_time += time.perf_counter() - start
@@ -275,9 +282,10 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
     """Train (or resume, or skip if complete) the run in ``run_dir``; return its summary.
 
     The run holds ``run_dir`` until it returns (``RunDirInUse`` for a second process). A config that differs
-    from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file. ``stop_with_parent``:
-    stop (``ParentExited``, keeping the last checkpoint) once the process that called this one has exited, so
-    that the workers of a killed multirun do not train on.
+    from the directory's ``config.yaml`` is refused; a refusal or a skip changes no file. A sweep's job whose
+    training is complete in a sweep beside it starts from that run's last checkpoint (:mod:`varshift.training.reuse`).
+    ``stop_with_parent``: stop (``ParentExited``, keeping the last checkpoint) once the process that called this one
+    has exited, so that the workers of a killed multirun do not train on.
     """
     run_dir = Path(run_dir)
     parent_pid = os.getppid() if stop_with_parent else None
@@ -290,5 +298,6 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
             print(f"{run_dir} is complete; skipping it (delete summary.json to run it again)")
             return summary
         remove_stale_temporary_files(run_dir)
+        reuse.start_from_same_computation(cfg, run_dir)
         with console_fallback(logging.getLogger("varshift")):
             return Trainer(cfg, run_dir, parent_pid=parent_pid).run()

@@ -40,7 +40,7 @@ from varshift.noise_geometry import NoiseLayout, dropblock_layout, filter_alignm
 DROPOUT_TYPES = (MultiplicativeNoise, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.FeatureAlphaDropout)
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
-DIRECT, ADDITIVE, WEIGHT, DOWNSTREAM = "direct", "additive", "weight", "downstream"
+DIRECT, ADDITIVE, WEIGHT, DOWNSTREAM, UNREACHED = "direct", "additive", "weight", "downstream", "none"
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ class Feeds:
     weight_sources: dict[str, str]  # weight layer -> the dropout it reads
 
     def kind(self, bn: str) -> str:
-        """direct, additive, weight, downstream or "" (no dropout's noise reaches it before another BN)."""
+        """direct, additive, weight, downstream or none (no dropout's noise reaches it before another BN)."""
         sources = self.sources.get(bn, [])
         if bn in self.downstream:
             return DOWNSTREAM
         if not sources:
-            return ""
+            return UNREACHED
         if len(sources) == 1 and sources[0].direct:
             return DIRECT
         return WEIGHT if any(source.via is not None for source in sources) else ADDITIVE

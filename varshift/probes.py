@@ -24,7 +24,7 @@ And what the theory of the layer needs, from the training-mode pass (:mod:`varsh
 
 * ``feed``: how a dropout's noise reaches the BN input before any other BN: ``direct`` (case (a)), ``additive``
   (through residual adds: DropPath's ``x + m f``), ``weight`` (through one conv or linear layer, and adds: case (b)),
-  ``downstream`` (some other way: no closed form), or empty (no dropout reaches it); ``sources`` names the dropouts;
+  ``downstream`` (some other way: no closed form), or ``none`` (no dropout reaches it); ``sources`` names the dropouts;
 * ``noise_predicted``: the variance the sources' noise adds to the BN input in training, by the theory from their
   training-time inputs ``x'``: ``s2 E[x'^2]`` (Eq. 7) for direct and additive sources; through a weight layer, Eq. 14
   per filter, ``|w|^2 s2 ((c'^2 + v' rho') B + v' (1 - rho') B0)``, with the layer's ``c'``, ``v'``, the correlation
@@ -64,7 +64,7 @@ from varshift.bn import (
     tracked_batchnorm_layers,
 )
 from varshift.probe_columns import CHANNEL_COLUMNS, CHANNEL_MEANS, LAYER_COLUMNS, QUANTITIES, THEORY
-from varshift.probe_feeds import DROPOUT_TYPES, ChannelMoments, FeedRecorder
+from varshift.probe_feeds import DOWNSTREAM, DROPOUT_TYPES, UNREACHED, ChannelMoments, FeedRecorder
 
 __all__ = ["CHANNEL_COLUMNS", "LAYER_COLUMNS", "QUANTITIES", "TrainingPass", "layer_table", "measure_variance_shift",
            "shift_of", "training_pass"]
@@ -221,7 +221,7 @@ def theory_terms(feeds: FeedRecorder, names: list[str], widths: list[int]) -> pd
     for name, width in zip(names, widths, strict=True):
         terms = {column: np.full(width, np.nan) for column in THEORY if column != "clean_var"}
         terms["sources"] = np.full(width, "", dtype=object)
-        if feeds.feeds.kind(name) not in ("", "downstream"):
+        if feeds.feeds.kind(name) not in (UNREACHED, DOWNSTREAM):
             for column, value in feeds.terms(name).items():
                 terms[column] = np.broadcast_to(np.nan if value is None else value, (width,))
         frames.append(pd.DataFrame(terms))

@@ -36,16 +36,16 @@ from varshift.io import atomic_write_text
 FED = ("direct", "additive", "weight")
 FACTORS = {"ratio": "measured: moving / real", "theory": "theory: (clean + noise) / clean (Eq. 8 or 14)",
            "chain": "chain: clean / real"}
-THEORY_COLUMNS = ["feed", "noise_predicted", "clean_var"]
 
 
 def decompose(variance: pd.DataFrame) -> pd.DataFrame:
     """``variance`` records with ``ratio``, ``theory``, ``chain``, ``predicted_moving`` and ``moving_error`` (%), NaN
     for the layers the theory does not cover."""
-    lacking = sorted(set(variance.loc[variance.reindex(columns=THEORY_COLUMNS).isna().all(axis=1), "run_dir"]))
-    if "feed" not in variance or lacking == sorted(set(variance["run_dir"])):
-        raise ValueError("the runs' variance.csv has none of the theory's terms (feed, noise_predicted, clean_var; "
-                         "written by an older varshift): rerun them to take their shift apart")
+    lacking = sorted(set(variance.loc[variance.reindex(columns=["feed"])["feed"].isna(), "run_dir"]))
+    if lacking:
+        raise ValueError(f"variance.csv of {len(lacking)} runs (e.g. {lacking[0]}) has none of the theory's terms "
+                         "(feed, noise_predicted, clean_var; written by an older varshift): rerun them to take their "
+                         "shift apart")
     fed = variance["feed"].isin(FED)
     predicted = (variance["clean_var"] + variance["noise_predicted"]).where(fed)
     return variance.assign(

@@ -191,7 +191,8 @@ def test_the_kinds_have_their_places_and_refuse_the_others(make_config):
         make_config("dropout=dropblock", "dropout.position=head")
     with pytest.raises(ValueError, match=r"dropout.position='residual' is not allowed: .*dropout.kind='bernoulli'"):
         make_config("dropout.position=residual", "model=preresnet14_w8")
-    with pytest.raises(ValueError, match=r"dropout.channelwise=True is not allowed: false with dropout.kind='dropblock'"):
+    with pytest.raises(ValueError, match=r"dropout.channelwise=True is not allowed: false with "
+                                         r"dropout.kind='dropblock'"):
         make_config("dropout=dropblock", "dropout.channelwise=true")
     with pytest.raises(ValueError, match=r"model small_cnn .* no dropout slot at residual"):
         make_config("dropout=droppath")

@@ -126,3 +126,23 @@ def test_decomposition_refuses_runs_without_the_theorys_terms():
                         "real_var": [1.0]})
     with pytest.raises(ValueError, match="written by an older varshift"):
         decompose(old)
+
+
+def test_eq14_counts_only_the_taps_that_read_the_map_not_the_padding():
+    """Dropout(0.5) -> 3x3 conv, padding 1, on 4x4 maps of independent inputs (mean 1, variance 1): at the border a
+    filter reads fewer inputs, and the noise it adds is s2 (c^2 + v) sum_t w_t^2 f_t, f_t the share of positions at
+    which tap t reads the map (here 0.69 on average). The measured noise term averages 20 x 128 x 16 values per
+    channel: relative sd about sqrt(k / N) with k <= 3 / (1 - q) x (1 + c^2 / v)^2 = 24 for one noisy input."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, momentum=None))
+    generator = torch.Generator().manual_seed(2)
+    batches = [1.0 + torch.randn(128, 3, 4, 4, generator=generator) for _ in range(20)]
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    row = measure_variance_shift(model, batches).iloc[0]
+    tolerance = SIGMAS * math.sqrt(24 / (20 * 128 * 16))
+    assert row["noise_predicted"] == pytest.approx(row["noise_measured"], rel=tolerance)
+    unpadded = np.mean(filter_alignment(model[1], uniform_layout(model[1], 1.0, False, False)).norm2) * 2.0
+    assert unpadded > (1 + 3 * tolerance) * row["noise_measured"]  # Eq. 14 over all nine taps: far too much

@@ -88,16 +88,37 @@ def kernel_geometry(layer: nn.Module) -> tuple[tuple[int, int], tuple[int, int],
     return (1, 1), (1, 1), (0, 0), (1, 1)
 
 
-def uniform_layout(layer: nn.Module, noise_variance: float, shared: bool, across_channels: bool) -> NoiseLayout:
-    """Independent noise per unit (``shared`` False), or one value over a channel's taps (or all taps)."""
+def uniform_layout(layer: nn.Module, noise_variance: float, shared: bool, across_channels: bool,
+                   feature_size: tuple[int, int] | None = None) -> NoiseLayout:
+    """Independent noise per unit (``shared`` False), or one value over a channel's taps (or all taps); on a map of
+    ``feature_size``, a tap on the padding carries none (:func:`tap_overlap`)."""
     taps = int(np.prod(kernel_geometry(layer)[0]))
-    within = noise_variance * (np.ones((taps, taps)) if shared else np.eye(taps))
+    overlap = np.ones((taps, taps)) if feature_size is None else tap_overlap(layer, *feature_size)
+    within = noise_variance * overlap * (1.0 if shared else np.eye(taps))
     return NoiseLayout(within, within if across_channels else np.zeros_like(within), noise_variance)
 
 
-def tap_positions(size: int, outputs: int, kernel: int, stride: int, padding: int, dilation: int) -> np.ndarray:
-    """The input coordinate under each (output position, tap) along one side: shape (outputs, kernel)."""
-    return np.arange(outputs)[:, None] * stride - padding + np.arange(kernel)[None, :] * dilation
+def tap_coordinates(layer: nn.Module, height: int, width: int) -> list[np.ndarray]:
+    """Per side (rows, columns), the input coordinate under each (output position, tap): shape (outputs, taps);
+    outside ``[0, size)`` it is padding."""
+    (kh, kw), stride, padding, dilation = kernel_geometry(layer)
+    sides = []
+    for size, kernel, step, pad, dil in ((height, kh, stride[0], padding[0], dilation[0]),
+                                         (width, kw, stride[1], padding[1], dilation[1])):
+        outputs = (size + 2 * pad - dil * (kernel - 1) - 1) // step + 1
+        sides.append(np.arange(outputs)[:, None] * step - pad + np.arange(kernel)[None, :] * dil)
+    return sides
+
+
+def tap_overlap(layer: nn.Module, height: int, width: int) -> np.ndarray:
+    """The share of the layer's output positions at which both of two taps read the map, not its padding (T x T):
+    zero padding makes a conv's fan-in smaller at the border, for the noise and the input alike."""
+    sides = zip(tap_coordinates(layer, height, width), (height, width), strict=True)
+    rows, columns = [(coordinates >= 0) & (coordinates < size) for coordinates, size in sides]
+    both_rows = (rows[:, :, None] & rows[:, None, :]).mean(axis=0)
+    both_columns = (columns[:, :, None] & columns[:, None, :]).mean(axis=0)
+    kh, kw = rows.shape[1], columns.shape[1]
+    return np.einsum("ab,ce->acbe", both_rows, both_columns).reshape(kh * kw, kh * kw)
 
 
 def dropblock_layout(layer: nn.Module, rate: float, block_size: int, height: int, width: int) -> NoiseLayout:
@@ -112,14 +133,10 @@ def dropblock_layout(layer: nn.Module, rate: float, block_size: int, height: int
     s2 = theory.dropblock_noise_variance(rate, block_size, height, width)
     if s2 == 0.0:
         return uniform_layout(layer, 0.0, False, False)
-    (kh, kw), stride, padding, dilation = kernel_geometry(layer)
     gamma = theory.dropblock_gamma(rate, block_size, height, width)
     scale = 1.0 / theory.dropblock_keep_fraction(rate, block_size, height, width)
     sides = []
-    for size, kernel, step, pad, dil in ((height, kh, stride[0], padding[0], dilation[0]),
-                                         (width, kw, stride[1], padding[1], dilation[1])):
-        outputs = (size + 2 * pad - dil * (kernel - 1) - 1) // step + 1
-        coordinates = tap_positions(size, outputs, kernel, step, pad, dil)
+    for coordinates, size in zip(tap_coordinates(layer, height, width), (height, width), strict=True):
         inside = (coordinates >= 0) & (coordinates < size)
         first, last = theory.seed_window(coordinates, size, min(block_size, size))
         count = np.where(inside, last - first + 1, 0)
@@ -135,8 +152,9 @@ def dropblock_layout(layer: nn.Module, rate: float, block_size: int, height: int
     n_ij = shared_h[:, None, :, :, None, None] * shared_w[None, :, None, None, :, :]
     inside = inside_h[:, None, :, :, None, None] & inside_w[None, :, None, None, :, :]
 
-    def taps(exponent: np.ndarray) -> np.ndarray:
-        covariance = np.where(inside, scale**2 * (1.0 - gamma) ** exponent - 1.0, 0.0)
-        return covariance.mean(axis=(0, 1)).transpose(0, 2, 1, 3).reshape(kh * kw, kh * kw)
+    def tap_covariances(exponent: np.ndarray) -> np.ndarray:
+        covariance = np.where(inside, scale**2 * (1.0 - gamma) ** exponent - 1.0, 0.0).mean(axis=(0, 1))
+        taps = covariance.shape[0] * covariance.shape[2]
+        return covariance.transpose(0, 2, 1, 3).reshape(taps, taps)
 
-    return NoiseLayout(taps(n_i + n_j - n_ij), taps(n_i + n_j), s2)
+    return NoiseLayout(tap_covariances(n_i + n_j - n_ij), tap_covariances(n_i + n_j), s2)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from varshift import theory
 from varshift.bn import batchnorm_layers, preserved_modes
 from varshift.dropout import DropBlock, DropPath, MultiplicativeNoise
-from varshift.noise_geometry import NoiseLayout, dropblock_layout, filter_alignment, uniform_layout
+from varshift.noise_geometry import NoiseLayout, dropblock_layout, filter_alignment, tap_overlap, uniform_layout
 
 # torch's dropouts count too, for models that are not varshift's own
 DROPOUT_TYPES = (MultiplicativeNoise, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -85,13 +85,19 @@ def noise_layout(dropout: nn.Module, layer: nn.Module, shape: torch.Size) -> Noi
     s2 = noise_variance(dropout, shape)
     if s2 is None:
         return None
+    size = feature_size(shape)
     if isinstance(dropout, DropBlock):
-        return dropblock_layout(layer, dropout.rate, dropout.block_size, *(shape[2:] if len(shape) == 4 else (1, 1)))
+        return dropblock_layout(layer, dropout.rate, dropout.block_size, *size)
     if isinstance(dropout, DropPath):
-        return uniform_layout(layer, s2, shared=True, across_channels=True)
+        return uniform_layout(layer, s2, shared=True, across_channels=True, feature_size=size)
     channelwise = (isinstance(dropout, (nn.Dropout2d, nn.Dropout3d))
                    or (isinstance(dropout, MultiplicativeNoise) and dropout.channelwise)) and len(shape) > 2
-    return uniform_layout(layer, s2, shared=channelwise, across_channels=False)
+    return uniform_layout(layer, s2, shared=channelwise, across_channels=False, feature_size=size)
+
+
+def feature_size(shape: torch.Size) -> tuple[int, int]:
+    """Height and width of a conv's input (1 x 1 for a linear layer's)."""
+    return (int(shape[2]), int(shape[3])) if len(shape) == 4 else (1, 1)
 
 
 def noise_variance(dropout: nn.Module, shape: torch.Size) -> float | None:
@@ -301,16 +307,18 @@ class FeedRecorder:
 
     def correlation(self, layer: str, dropout: str) -> float:
         """``rho'``: the mean pairwise correlation of ``x'`` across the layer's fan-in, from the variance of its sum:
-        ``Var(sum_i x_i) = sum_i v_i + rho sum_(i != j) sd_i sd_j``, per group, averaged over groups."""
+        ``Var(sum_i x_i) = sum_i v_i + rho sum_(i != j) sd_i sd_j``, the sums over the taps that read the map (not
+        the padding) averaged over output positions; per group, averaged over groups."""
         module = self.weights[layer]
         var = self.inputs.variance(dropout).cpu().numpy()
         groups = getattr(module, "groups", 1)
-        taps = int(np.prod(getattr(module, "kernel_size", (1,))))
+        overlap = tap_overlap(module, *feature_size(self.shapes[dropout]))
+        inside, pairs = np.trace(overlap), overlap.sum()
         summed = self.fan_in.variance(layer).cpu().numpy()
         rhos = []
         for group, group_var in enumerate(np.split(var, groups)):
-            total = taps * group_var.sum()
-            spread = (taps * np.sqrt(group_var).sum()) ** 2 - total
+            total = inside * group_var.sum()
+            spread = pairs * np.sqrt(group_var).sum() ** 2 - total
             rhos.append((summed[group] - total) / spread if spread > 0 else 0.0)
         return float(np.mean(rhos))
 

@@ -114,7 +114,11 @@ def audit(model: nn.Module, batches: Iterable | None = None, *, input_shape: Seq
         notes = [] if note is None else [note]
         bn_moments = eval_moments(trained, inputs, {feed.bn for feed in feeds})
         responses = noise_responses(trained, inputs, sites, {pair for pair in noisy if not direct[pair]}, seed)
-        joint_responses = noise_responses(trained, inputs, sites, noisy, seed, through_bn=True)
+        # every path matters where some site reaches the BN through other layers; where all feed it directly
+        # (DenseNet's concatenations), their case (a) terms are the joint prediction
+        crossed = {bn for (_, bn), is_direct in direct.items() if not is_direct}
+        joint_responses = noise_responses(trained, inputs, sites, {pair for pair in noisy if pair[1] in crossed},
+                                          seed, through_bn=True)
         predictions = predict(feeds, by_name, bn_moments, responses, joint_responses)
         shifting = any(verdict(site, [feed for feed in feeds if feed.site == site.name]) == SHIFTING
                        for site in sites)

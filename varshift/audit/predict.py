@@ -12,8 +12,9 @@ it (the sites' noises are independent, so the terms add):
 * a site whose noise has no closed form (alpha dropout): no prediction.
 
 ``shift`` is the prediction with this one site on (per site), through its feed's paths; ``joint_shift`` with every
-site that feeds the BN on, by every path (a site's noise also reaches a BN through the other sites' blocks, their BN
-layers affine at test time): what the layer sees in training, to first order in the noises. Each is the paper's
+site that feeds the BN on, by every path where some of them reach it through other layers (a site's noise also
+reaches a BN through the other sites' blocks, their BN layers affine at test time; to first order in the noises), and
+the sum of their case (a) terms where all of them feed it directly (DenseNet's concatenations). Each is the paper's
 statistic ``max(r, 1/r)``, ``r`` the ratio of the channel means of the training and test variances, as
 :func:`varshift.probes.shift_of` computes it. The per-site prediction with
 Uout at ``beta = 0.1`` in place of the site (its noise variance, the same sharing) is given beside it, for the remedy.
@@ -69,7 +70,8 @@ def predict(feeds: Sequence[Feed], sites: Mapping[str, DropoutSite], bn_moments:
             responses: Mapping[tuple[str, str], Response], joint_responses: Mapping[tuple[str, str], Response]
             ) -> dict[tuple[str, str], Prediction]:
     """``(site, bn) -> Prediction`` for every feed. ``responses``: the feeds' paths (ending at the first BN);
-    ``joint_responses``: every path (through BN layers too), for the joint prediction."""
+    ``joint_responses``: every path (through BN layers too), for the joint prediction of the BN layers that some site
+    reaches through other layers."""
     uout = theory.noise_variance("uniform", UOUT_BETA)
     terms = {}
     for feed in feeds:
@@ -88,10 +90,14 @@ def predict(feeds: Sequence[Feed], sites: Mapping[str, DropoutSite], bn_moments:
         if unit is None:
             predictions[feed.site, feed.bn] = Prediction(None, None, None, kind)
             continue
-        others = [(sites[other.site], joint_responses.get((other.site, other.bn))) for other in feeds
-                  if other.bn == feed.bn]
+        group = [other for other in feeds if other.bn == feed.bn]
+        if all(other.direct for other in group):
+            others = [(sites[other.site], terms[other.site, other.bn]) for other in group]
+        else:
+            others = [(sites[other.site], None if (other.site, other.bn) not in joint_responses
+                       else joint_responses[other.site, other.bn].second_moment) for other in group]
         joint = None if any(term is None for _, term in others) else moments.var + sum(
-            other.noise_variance * term.second_moment for other, term in others)
+            other.noise_variance * term for other, term in others)
         predictions[feed.site, feed.bn] = Prediction(
             shift=paper_statistic(moments.var + site.noise_variance * unit, moments.var),
             uout_shift=paper_statistic(moments.var + uout * unit, moments.var),

@@ -149,6 +149,8 @@ def noise_responses(model: nn.Module, inputs: Iterable[Tensor], sites: Sequence[
         wanted.setdefault(site_name, set()).add(bn)
     inputs = list(inputs)
     responses = {}
+    if not wanted:
+        return responses
     with preserved_modes(model):
         model.eval()
         base_inputs, base_outputs = _forward(model, None, inputs[0], None) if not through_bn else ({}, {})

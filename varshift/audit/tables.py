@@ -23,7 +23,7 @@ FEED_COLUMNS = ["site", "layer", "rate", "noise_variance", "verdict", "bn", "pat
                 "predicted_shift", "joint_predicted_shift", "prediction", "uout_shift", "measured_shift",
                 "recalibrated_shift", "remedy"]
 SITE_COLUMNS = ["site", "layer", "rate", "verdict", "bn_layers", "first_bn", "path", "predicted_shift",
-                "measured_shift", "recalibrated_shift"]
+                "joint_predicted_shift", "measured_shift", "recalibrated_shift"]
 
 
 def verdict(site: DropoutSite, feeds: Sequence[Feed]) -> str:
@@ -75,12 +75,13 @@ def feed_table(sites: Sequence[DropoutSite], feeds: Sequence[Feed], predictions:
 
 
 def site_table(feeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per site: its verdict, how many BN layers it feeds, the first, the paths, the largest shifts."""
+    """One row per site: its verdict, how many BN layers it feeds, the first, the paths, the largest shifts (the site's
+    own, and the joint one of the BN layers it feeds)."""
     grouped = feeds.groupby("site", sort=False)
     table = grouped[["layer", "rate", "verdict"]].first()
     table["bn_layers"] = grouped["bn"].agg(lambda names: int((names != "").sum()))
     table["first_bn"] = grouped["bn"].first()
     table["path"] = grouped["path"].agg(lambda paths: ", ".join(sorted(set(paths) - {""})))
-    for column in ("predicted_shift", "measured_shift", "recalibrated_shift"):
+    for column in ("predicted_shift", "joint_predicted_shift", "measured_shift", "recalibrated_shift"):
         table[column] = grouped[column].max()
     return table.reset_index()[SITE_COLUMNS]

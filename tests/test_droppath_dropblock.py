@@ -232,3 +232,20 @@ def test_build_dropout_makes_the_new_kinds():
     with pytest.raises(ValueError, match="give block_size and feature_size"):
         theory.noise_variance("dropblock", 0.2)
     assert torch.equal(DropBlock(0.0).train()(torch.ones(2, 3, 4, 4)), torch.ones(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize(("kind", "position"), [("droppath", "residual"), ("dropblock", "before_conv")])
+def test_the_audit_predicts_their_shift_through_the_residual_adds_and_convs(kind, position):
+    """DropPath's per-sample noise and DropBlock's blocks pushed through the adds (and the conv) to the next BN: a
+    linear path, so the prediction is Eq. 14's exact form; each BN's joint value holds at least each site's own."""
+    from varshift.audit import audit
+    from varshift.audit.predict import EQ14
+
+    torch.manual_seed(0)
+    model = build_model("preresnet14_w8", in_channels=1, dropout={"kind": kind, "rate": 0.2}, position=position)
+    report = audit(model, input_shape=(1, 16, 16), batch_size=4, num_batches=1)
+    feeds = report.feeds[report.feeds["bn"] != ""]
+    assert len(feeds) and set(feeds["prediction"]) == {EQ14} and (feeds["predicted_shift"] > 1.0).all()
+    assert (feeds["joint_predicted_shift"] >= feeds["predicted_shift"] - 1e-12).all()
+    layer = "DropPath" if kind == "droppath" else "DropBlock"
+    assert set(report.sites["layer"]) == {layer} and report.exit_code == 1

@@ -1,4 +1,4 @@
-"""The measured shift of the BN layers a dropout feeds against the paper's theory (Eq. 7-8), from the runs of
+"""The moving variance of the BN layers a dropout feeds against the paper's theory (Eq. 8, 14), from the runs of
 Figure 4's recipe (``experiments/fig4.py``) or of any other sweep (``--experiment``).
 
     python analysis/theory_vs_measured.py --scale laptop      # multirun/fig4/laptop -> results/theory-vs-measured/

@@ -216,7 +216,8 @@ def test_table_cells_are_the_hand_computed_mean_and_std_beside_the_paper(tmp_pat
                                                                          position):
     errors = error_runs(tmp_path / "runs", artifact, kind, position, [0.0, 0.2])
     written = getattr(tables, artifact)(collect([tmp_path / "runs"]), tmp_path / "out")
-    assert sorted(p.name for p in written) == [f"{artifact}.{s}" for s in ("csv", "md", "tex")]
+    assert sorted(p.name for p in written) == [f"{artifact}{s}" for s in (".csv", ".md", ".tex", "_stats.csv",
+                                                                           "_stats.md")]
     markdown = markdown_rows((tmp_path / "out" / f"{artifact}.md").read_text())
     latex = latex_rows(tmp_path / "out" / f"{artifact}.tex")
     # the paper's row order (Table 4 lists PreResNet before WRN), and every cell
@@ -318,7 +319,8 @@ def test_fig4_plots_the_final_per_layer_shift_and_the_error_with_tables(tmp_path
     for stem in ("fig4_shift", "fig4_error"):
         assert (tmp_path / "out" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / "out" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
-    assert len(written) == 14  # each figure: PNG, PDF, CSV of the plotted data, TXT of its caption
+    # two figures (PNG, PDF, CSV, caption TXT), two tables (MD, TeX, CSV) with their statistics (MD, CSV)
+    assert len(written) == 18
     assert (tmp_path / "out" / "fig4_shift.txt").read_text().startswith("Figure 4: variance shift of every BN layer")
     plotted = pd.read_csv(tmp_path / "out" / "fig4_shift.csv")
     assert len(plotted) == 8 * 4 and (plotted["shift"] < 9.0).all()  # the final stage only, not the probes
@@ -398,40 +400,47 @@ def test_table1_averages_conv_layers_then_seeds_and_fig3_plots_them(tmp_path, pa
     figures.plt.close(grid.figure)
 
 
-def test_theory_vs_measured_compares_only_the_bn_layers_a_dropout_feeds_with_their_own_inputs(tmp_path):
-    # layers 1 and 3 are fed by the dropout; the others (shift 50) see it through weights and other BNs
-    fed = [False, True, False, True]
-    cases = (("bernoulli", 0.5, 2.0, 0, 1.10), ("bernoulli", 0.5, 2.0, 1, 0.90), ("uniform", 0.6, 1.0, 0, 1.0))
-    for kind, rate, mean, seed, factor in cases:
-        noise = {"bernoulli": rate / (1 - rate), "uniform": rate**2 / 3}[kind]
-        expected = (1.5 + noise * (mean**2 + 1.5)) / 1.5  # Eq. 7 over Var_test, with c = mean and v = 1.5
-        shifts = [50.0, expected * factor, 50.0, expected * factor]
+def theory_rows(shifts: list[float], feeds: list[str], clean_var: float, noise: float, moving_factor: float,
+                real_var: float) -> dict:
+    """Final probe rows with the theory's terms: the fed layers' moving variance is the theory's, clean + noise,
+    times ``moving_factor``."""
+    rows = shift_rows(shifts, fed=[feed == "direct" for feed in feeds])
+    fed = [feed in ("direct", "weight") for feed in feeds]
+    rows.update(feed=feeds, sources=["drop" if f else "" for f in fed], real_var=real_var,
+                clean_var=[clean_var if f else np.nan for f in fed],
+                noise_predicted=[noise if f else np.nan for f in fed],
+                moving_var=[(clean_var + noise) * moving_factor if f else 1.0 for f in fed])
+    return rows
+
+
+def test_theory_vs_measured_sets_the_fed_layers_moving_variance_against_the_theory_and_the_chain(tmp_path):
+    # layers 1 (directly) and 3 (through a conv) are fed by a dropout; the others are downstream or not reached
+    feeds = ["none", "direct", "downstream", "weight"]
+    cases = (("bernoulli", 0.5, 0, 1.10), ("bernoulli", 0.5, 1, 0.90), ("uniform", 0.6, 0, 1.0))
+    for kind, rate, seed, factor in cases:
         make_run(tmp_path / "runs", f"{kind}-{seed}", kind=kind, rate=rate, seed=seed,
-                 variance=shift_rows(shifts, fed=fed, input_mean=mean, input_var=1.5))
-    make_run(tmp_path / "runs", "head", position="head", variance=shift_rows([50.0] * 4))
+                 variance=theory_rows([50.0, 2.5, 50.0, 2.5], feeds, clean_var=1.5, noise=0.6, moving_factor=factor,
+                                      real_var=1.2))
+    make_run(tmp_path / "runs", "head", position="head",
+             variance=theory_rows([50.0] * 4, ["none"] * 4, clean_var=1.0, noise=0.0, moving_factor=1.0, real_var=1.0))
     theory_vs_measured(collect([tmp_path / "runs"]), tmp_path / "out")
     plotted = pd.read_csv(tmp_path / "out" / "theory_vs_measured.csv")
-    assert sorted(set(plotted["layer"])) == [1, 3] and (plotted["shift"] < 50).all()
-    for kind, rate, mean, _, _ in cases:
-        label = {"bernoulli": f"Bernoulli q = {rate:g}", "uniform": f"Uout β = {rate:g}"}[kind]
-        rows = plotted[plotted["dropout"] == label]
-        noise = {"bernoulli": rate / (1 - rate), "uniform": rate**2 / 3}[kind]
-        assert rows["predicted_shift"].to_numpy() == pytest.approx(1 + noise * (mean**2 + 1.5) / 1.5)
+    assert sorted(set(plotted["layer"])) == [1, 3] and set(plotted["feed"]) == {"direct", "weight"}
+    np.testing.assert_allclose(plotted["predicted_moving"], 1.5 + 0.6)
     rows = {(r["dropout"], r["drop ratio q (β for Uout)"]): r for r in markdown_rows(
         (tmp_path / "out" / "theory_vs_measured_table.md").read_text())}
-    measured = parse_cell(rows[("Bernoulli", "0.5")]["dataset = cifar10, model = preresnet110, measured"])
-    predicted = parse_cell(rows[("Bernoulli", "0.5")]["dataset = cifar10, model = preresnet110, theory"])
-    expected = 1 + 1.0 * (2.0**2 + 1.5) / 1.5  # bernoulli 0.5: s2 = 1
-    spread = statistics.stdev([1.1 * expected, 0.9 * expected])
-    assert (measured["mean"], measured["std"]) == (f"{expected:.3f}", f"{spread:.3f}")
-    assert (predicted["mean"], predicted["std"]) == (f"{expected:.3f}", "0.000")
+    cell = "dataset = cifar10, model = preresnet110, Dropout-(a) before BN, {}".format
+    bernoulli = rows[("Bernoulli", "0.5")]
+    theory, chain = parse_cell(bernoulli[cell("theory factor")]), parse_cell(bernoulli[cell("chain factor")])
+    error = parse_cell(bernoulli[cell("moving variance vs theory (%)")])
+    assert (theory["mean"], theory["std"]) == (f"{2.1 / 1.5:.3f}", "0.000")  # (clean + noise) / clean
+    assert (chain["mean"], chain["std"]) == (f"{1.5 / 1.2:.3f}", "0.000")  # clean / real
+    assert (error["mean"], error["std"]) == ("0.000", f"{statistics.stdev([10.0, -10.0]):.3f}")
 
 
-def test_theory_vs_measured_needs_the_input_columns_of_the_probe(tmp_path):
-    old = {key: value for key, value in shift_rows([1.2, 1.3]).items()
-           if key not in ("input_mean", "input_var", "fed_by_dropout")}
-    make_run(tmp_path, "old", variance=old)
-    with pytest.raises(ValueError, match="has no input_mean, input_var, fed_by_dropout"):
+def test_theory_vs_measured_needs_the_theorys_terms_of_the_probe(tmp_path):
+    make_run(tmp_path, "old", variance=shift_rows([1.2, 1.3], fed=[True, False]))
+    with pytest.raises(ValueError, match="written by an older varshift"):
         theory_vs_measured(collect([tmp_path]), tmp_path / "out")
 
 
@@ -683,7 +692,7 @@ def test_per_class_accuracy_is_tabled_per_setting_and_class_and_in_the_run_repor
 def test_command_line_writes_an_artifact_and_reports_bad_input(tmp_path, capsys):
     error_runs(tmp_path / "runs", "table4", "bernoulli", "head", [0.1])
     assert main(["table4", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
-    assert "table4: 10 runs, 3 files" in capsys.readouterr().out
+    assert "table4: 10 runs, 5 files" in capsys.readouterr().out  # the table (md, tex, csv), its statistics (md, csv)
     assert markdown_rows((tmp_path / "out" / "table4.md").read_text())[0]["q = 0.1"].endswith("(paper 4.96)")
     with pytest.raises(SystemExit) as exit_info:
         main(["table4", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])

@@ -3,6 +3,7 @@ shift, the prediction against the measurement, eval-mode dropout, and the varshi
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -14,14 +15,17 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from varshift import theory
 from varshift.audit import audit
 from varshift.audit.cli import main
-from varshift.audit.predict import BOUND, CASE_A
+from varshift.audit.predict import CASE_A, EQ14
 from varshift.audit.tables import DIRECT, INDIRECT, SAFE, SHIFTING
 from varshift.audit.targets import TargetError, load_target, parse_kwargs
+from varshift.bn import recalibrate_bn
 from varshift.dropout import MultiplicativeNoise
 from varshift.models import MODEL_NAMES, build_model
 
+SIGMAS = 4.0  # tolerances are this many standard deviations of the estimate (fixed seeds)
 TINY = {"input_shape": (3, 32, 32), "batch_size": 2, "num_batches": 1}
 SMALL_SIZES = {
     "preresnet110": {"depth": 11},
@@ -92,7 +96,8 @@ def test_efficientnet_stochastic_depth_shifts_the_next_blocks_bn_through_its_con
     assert ((depth["verdict"] == SHIFTING) == (depth["rate"] > 0)).all()
     shifting_feeds = report.feeds[report.feeds["site"].isin(depth["site"]) & (report.feeds["verdict"] == SHIFTING)]
     assert len(shifting_feeds) and set(shifting_feeds["path"]) == {INDIRECT}
-    assert set(shifting_feeds["prediction"]) == {BOUND} and (shifting_feeds["predicted_shift"] > 1.0).all()
+    # stochastic depth reaches the next block's BN through residual adds and the expansion conv: a linear path
+    assert set(shifting_feeds["prediction"]) == {EQ14} and (shifting_feeds["predicted_shift"] > 1.0).all()
     assert report.exit_code == 1
     # a dropped residual branch cannot move after the last BN: its remedies are BN recalibration and Uout's noise
     assert shifting_feeds["remedy"].str.startswith("varshift.bn.recalibrate_bn after training").all()
@@ -382,3 +387,88 @@ def test_cli_help_answers_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--data DATASET" in result.stdout and "--threads N" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def zero_sum_filter_model() -> nn.Module:
+    """Dropout(0.5) -> a 1x1 conv whose one filter sums to zero (D = d cos^2 = 0) -> BN2d."""
+    model = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(4, 1, 1, bias=False), nn.BatchNorm2d(1))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.0, -1.0, 2.0, -2.0]).reshape(1, 4, 1, 1))
+    return model
+
+
+def correlated_inputs(count: int, seed: int) -> list[torch.Tensor]:
+    """Four channels of variance 1, mean 0 and pairwise correlation 0.5 at each position, independent elsewhere."""
+    generator = torch.Generator().manual_seed(seed)
+    return [math.sqrt(0.5) * (torch.randn(64, 1, 8, 8, generator=generator)
+                              + torch.randn(64, 4, 8, 8, generator=generator)) for _ in range(count)]
+
+
+def test_a_conv_behind_the_dropout_can_shift_more_than_case_a_and_the_audit_gives_eq14_not_a_bound():
+    """Eq. 14 at D = 0, rho = 0.5, s2 = 1: (v - v rho) / (v + s2 v - v rho) = 0.5 / 1.5, the statistic 3.0; case (a)
+    on the dropout's own output says 1 + s2 = 2.0, so it bounds nothing here. The audit's prediction estimates the
+    conv output's test variance and the noise term from N = 4 x 64 x 64 values, each to a relative sd of about
+    sqrt(2 / N): the statistic to sqrt(2) x sqrt(2 / N) = 1.6 %; the measured shift (running statistics from
+    train-mode passes over the same batches) to the same."""
+    torch.manual_seed(0)
+    model = zero_sum_filter_model()
+    batches = correlated_inputs(4, seed=1)
+    trained_running_stats(model, batches)
+    report = audit(model, batches, num_batches=4)
+    feed = feeds_of(report, "0").iloc[0]
+    tolerance = SIGMAS * math.sqrt(2) * math.sqrt(2 / (4 * 64 * 64))
+    assert (feed["bn"], feed["path"], feed["prediction"]) == ("2", INDIRECT, EQ14)
+    assert feed["predicted_shift"] == pytest.approx(3.0, rel=tolerance)
+    assert feed["joint_predicted_shift"] == feed["predicted_shift"]  # the only site
+    assert feed["measured_shift"] == pytest.approx(3.0, rel=2 * tolerance)
+    case_a_on_the_dropout_output = 1.0 + theory.noise_variance("bernoulli", 0.5)
+    assert feed["measured_shift"] > case_a_on_the_dropout_output + 0.5
+    assert "bound" not in report.feeds["prediction"].str.cat() + report.feeds["remedy"].str.cat()
+
+
+def test_efficientnet_joint_prediction_of_the_stochastic_depths_that_reach_one_bn_is_the_measured_shift():
+    """features.7.0.block.0.1 is reached by the stochastic depth of blocks 6.1-6.3 through the residual stream and
+    the expansion conv, and by each through the later blocks too. The measured value: the BN input's variance with
+    those three on (the modules in train mode, everything else in eval mode, BN statistics re-estimated on the sample
+    batches as the audit does for an untrained model) over 48 draws of their masks, against the variance with them
+    off. 1,536 masks per site give the noise term a relative sd of about 2 / sqrt(1536) = 5 % (a Bernoulli mask
+    at p <= 0.19 has E[(m - 1)^4] / s2^2 < 4): 2 % of the statistic; the joint prediction is first order in the
+    noise. Within 10 %; the per-site values are each far below it."""
+    torch.manual_seed(0)
+    model = torchvision.models.efficientnet_b0()
+    shape, bn = (3, 64, 64), "features.7.0.block.0.1"
+    report = audit(model, input_shape=shape, batch_size=8, num_batches=2, seed=0)
+    feeds = report.feeds[report.feeds["bn"] == bn]
+    sites = list(feeds["site"])
+    assert sites == [f"features.6.{block}.stochastic_depth" for block in (1, 2, 3)]
+    assert any("re-estimated on the sample batches" in note for note in report.notes)
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(8, *shape, generator=generator) for _ in range(2)]
+    calibrated = recalibrate_bn(copy.deepcopy(model), inputs).eval()
+    modules = dict(calibrated.named_modules())
+
+    def bn_input_variance(noise: bool, draws: int) -> float:
+        values = []
+        handle = modules[bn].register_forward_pre_hook(
+            lambda module, args: values.append(args[0].double().var(dim=(0, 2, 3), correction=1)))
+        for site in sites:
+            modules[site].train(noise)
+        with torch.no_grad():
+            for _ in range(draws):
+                for x in inputs:
+                    calibrated(x)
+        handle.remove()
+        return float(torch.stack(values).mean(0).mean())
+
+    measured = bn_input_variance(True, 48) / bn_input_variance(False, 1)
+    joint = feeds["joint_predicted_shift"]
+    assert joint.nunique() == 1 and joint.iloc[0] == pytest.approx(measured, rel=0.10)
+    assert measured > 1.1 and (feeds["predicted_shift"] - 1 < (measured - 1) / 2).all()
+
+
+def test_an_all_zero_site_output_is_not_taken_for_a_direct_feed():
+    """Dropout of an input the ReLU zeroes -> bias-free conv -> BN: the BN input is zeros too, equal to the site's
+    output, but a conv lies between (small networks on tiny inputs hit this at random)."""
+    model = nn.Sequential(nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2))
+    report = audit(model, batches=[-torch.ones(2, 2, 4, 4)], num_batches=1)
+    assert list(report.feeds["path"]) == [INDIRECT]

@@ -268,8 +268,8 @@ def test_build_model_defaults_to_the_input_channels_of_the_family(name, channels
     assert fan_in_per_pixel == channels
 
 
-def test_positions_are_the_four_documented():
-    assert POSITIONS == ("none", "before_bn", "before_conv", "head")
+def test_positions_are_the_five_documented():
+    assert POSITIONS == ("none", "before_bn", "before_conv", "head", "residual")
     assert tuple(FAMILIES) == MODEL_NAMES
     assert MODEL_NAMES == ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", "small_cnn",
                            "mlp", "preresnet14_w8", "resnet200", "resnext101_64x4d", "senet154", "resnet50")

@@ -221,8 +221,8 @@ def test_a_non_finite_bn_buffer_is_never_checkpointed(make_config, tmp_path, mon
 def test_a_non_finite_variance_probe_is_refused(make_config, tmp_path, monkeypatch):
     measure = trainer_module.measure_variance_shift
 
-    def infinite_shift(*args, **kwargs):
-        return measure(*args, **kwargs).assign(shift=math.inf)
+    def infinite_shift(*args, **kwargs):  # the trainer takes its per-layer table from the per-channel rows
+        return measure(*args, **kwargs).assign(real_var=math.inf)
 
     monkeypatch.setattr(trainer_module, "measure_variance_shift", infinite_shift)
     with pytest.raises(TrainingDiverged, match=r"epoch 1: the variance probe \(probe\) of BN layer features.0.bn"):

@@ -20,13 +20,34 @@ For each BN layer, in the order the forward pass reaches them:
   (channel means of opposite signs would cancel in a plain mean);
 * ``fed_by_dropout``: whether the BN's input is the output of a dropout layer (the paper's case (a)).
 
-real_var and train_var use BN's own estimator: per batch the unbiased variance of each channel (over
-the batch, and over height and width for feature maps), then the cumulative average over batches.
+And what the theory of the layer needs, from the training-mode pass (:mod:`varshift.probe_feeds`):
+
+* ``feed``: how a dropout's noise reaches the BN input before any other BN: ``direct`` (case (a)), ``additive``
+  (through residual adds: DropPath's ``x + m f``), ``weight`` (through one conv or linear layer, and adds: case (b)),
+  ``downstream`` (some other way: no closed form), or ``none`` (no dropout reaches it); ``sources`` names the dropouts;
+* ``noise_predicted``: the variance the sources' noise adds to the BN input in training, by the theory from their
+  training-time inputs ``x'``: ``s2 E[x'^2]`` (Eq. 7) for direct and additive sources; through a weight layer, Eq. 14
+  per filter, ``|w|^2 s2 ((c'^2 + v' rho') B + v' (1 - rho') B0)``, with the layer's ``c'``, ``v'``, the correlation
+  ``rho'`` of ``x'`` across its fan-in and each filter's D and B (:mod:`varshift.noise_geometry`);
+* ``noise_measured``: the same, measured: the variance of each source's output (a weight layer's: on the noisy
+  input) less that of its input (a weight layer run again on ``x'``);
+* ``clean_var``: ``train_var - noise_measured``, the BN input's training-time variance without its sources' noise;
+  ``clean_var + noise_predicted`` is the theory's moving variance, and ``clean_var / real_var`` the chain factor
+  (what the dropouts further up changed);
+* with one source: ``noise_variance`` (its ``s2``), ``source_mean`` and ``source_var`` (``c'`` and ``v'``: the RMS over
+  channels of ``sqrt(E[x'^2] - v')`` and the channel mean of BN's estimate of the variance of ``x'``), and for a
+  weight source ``rho``, ``d_cos2`` and ``alignment`` (B), ``|w|^2``-weighted means over filters (per filter in the
+  per-channel rows).
+
+Variances use BN's own estimator: per batch the unbiased variance of each channel (over the batch, and over height
+and width for feature maps), then the cumulative average over batches.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -42,32 +63,23 @@ from varshift.bn import (
     preserved_modes,
     tracked_batchnorm_layers,
 )
-from varshift.dropout import MultiplicativeNoise
+from varshift.probe_columns import CHANNEL_COLUMNS, CHANNEL_MEANS, LAYER_COLUMNS, QUANTITIES, THEORY
+from varshift.probe_feeds import DOWNSTREAM, DROPOUT_TYPES, UNREACHED, ChannelMoments, FeedRecorder
 
-QUANTITIES = ["moving_var", "real_var", "train_var", "shift", "input_mean", "input_var"]
-LAYER_COLUMNS = ["layer", "name", *QUANTITIES, "fed_by_dropout"]
-CHANNEL_COLUMNS = ["layer", "name", "channel", *QUANTITIES, "fed_by_dropout"]
-# torch's dropouts count too, for models that are not varshift's own
-DROPOUT_TYPES = (MultiplicativeNoise, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                 nn.FeatureAlphaDropout)
+__all__ = ["CHANNEL_COLUMNS", "LAYER_COLUMNS", "QUANTITIES", "TrainingPass", "layer_table", "measure_variance_shift",
+           "shift_of", "training_pass"]
+
+# the samples the structure of the feeds is traced on (it needs the model's graph, not statistics)
+TRACE_SAMPLES = 2
 
 
-class InputStatistics:
-    """Hooks that record, per BN layer, what its input looked like over a pass of the model.
-
-    Per layer and channel: the sum over calls of the unbiased variance of the input (BN's estimator), the
-    number of calls, and the count, sum and sum of squares of all input values (the mean and variance over
-    the whole pass). A layer is ``fed`` when its input is the very tensor a dropout layer returned. Layers
-    are kept in the order they are first called; sums stay float64 tensors on the input's device, so
-    recording never waits for the device.
-    """
+class InputStatistics(ChannelMoments):
+    """Hooks that record, per BN layer, what its input looked like over a pass of the model: its
+    :class:`~varshift.probe_feeds.ChannelMoments`, and whether it is ``fed``: the very tensor a dropout layer
+    returned. Layers are kept in the order they are first called."""
 
     def __init__(self):
-        self.variance_sums: dict[str, torch.Tensor] = {}
-        self.calls: dict[str, int] = {}
-        self.counts: dict[str, int] = {}
-        self.sums: dict[str, torch.Tensor] = {}
-        self.square_sums: dict[str, torch.Tensor] = {}
+        super().__init__()
         self.fed: dict[str, bool] = {}
         self.dropout_outputs: dict[str, torch.Tensor] = {}  # the last output of each dropout layer
 
@@ -84,54 +96,32 @@ class InputStatistics:
                 raise ValueError(f"BN layer {name!r} got an input of shape {tuple(x.shape)}; an unbiased "
                                  "variance needs (batch, channels, ...) with at least 2 values per channel: "
                                  "use batches of 2 or more samples")
-            fed = any(x is output for output in self.dropout_outputs.values())
-            values = x.detach().to(torch.float64)
-            variance, mean = torch.var_mean(values, dim=[0, *range(2, x.dim())], correction=1)
-            count = x.numel() // x.shape[1]
-            # float64 sums of squares: activations are never far enough from zero, relative to their spread,
-            # for the cancellation in sum(x^2) - count * mean^2 to matter
-            squares = (count - 1) * variance + count * mean * mean
-            if name in self.calls:
-                self.variance_sums[name] += variance
-                self.sums[name] += count * mean
-                self.square_sums[name] += squares
-            else:
-                self.variance_sums[name], self.sums[name], self.square_sums[name] = variance, count * mean, squares
-            self.calls[name] = self.calls.get(name, 0) + 1
-            self.counts[name] = self.counts.get(name, 0) + count
-            self.fed[name] = self.fed.get(name, False) or fed
+            self.add(name, x)
+            self.fed[name] = self.fed.get(name, False) or any(x is output for output in self.dropout_outputs.values())
 
         return record
 
-    def variances(self) -> dict[str, torch.Tensor]:
-        """Per layer, BN's estimate: the average over calls of the per-batch unbiased variance."""
-        return {name: total / self.calls[name] for name, total in self.variance_sums.items()}
 
-    def means(self) -> dict[str, torch.Tensor]:
-        """Per layer, each channel's mean over all input values of the pass."""
-        return {name: total / self.counts[name] for name, total in self.sums.items()}
-
-    def pooled_variances(self) -> dict[str, torch.Tensor]:
-        """Per layer, each channel's unbiased variance over all input values of the pass."""
-        means = self.means()
-        return {name: (self.square_sums[name] - self.counts[name] * means[name] ** 2) / (self.counts[name] - 1)
-                for name in self.square_sums}
-
-
-def input_statistics(model: nn.Module, layers: Layers, batches: Iterable,
-                     max_batches: int | None) -> InputStatistics:
-    """One pass over ``batches`` in the model's current mode, recording the inputs of every BN layer."""
+def input_statistics(model: nn.Module, layers: Layers, batches: Iterable, max_batches: int | None,
+                     feeds: FeedRecorder | None = None) -> InputStatistics:
+    """One pass over ``batches`` in the model's current mode, recording the inputs of every BN layer (and, with
+    ``feeds``, what the theory of the fed layers needs)."""
     recorder = InputStatistics()
-    handles = [bn.register_forward_pre_hook(recorder.bn_hook(name)) for name, bn in layers]
+    inputs = model_inputs(batches, model_device(model), max_batches)
+    first = next(inputs)
+    handles = [] if feeds is None else feeds.start(first[:TRACE_SAMPLES])
+    handles += [bn.register_forward_pre_hook(recorder.bn_hook(name)) for name, bn in layers]
     handles += [module.register_forward_hook(recorder.dropout_hook(name))
                 for name, module in model.named_modules() if isinstance(module, DROPOUT_TYPES)]
     try:
-        for x in model_inputs(batches, model_device(model), max_batches):
+        for x in itertools.chain([first], inputs):
             model(x)
     finally:
         for handle in handles:
             handle.remove()
         recorder.dropout_outputs.clear()
+        if feeds is not None:
+            feeds.clear()
     missing = [name for name, _ in layers if name not in recorder.calls]
     if missing:
         raise ValueError(f"BN layers never reached by the forward pass: {', '.join(missing)}; "
@@ -145,69 +135,113 @@ def shift_of(real_var: np.ndarray, moving_var: np.ndarray) -> np.ndarray:
         return np.maximum(real_var / moving_var, moving_var / real_var)
 
 
-def measure_variance_shift(model: nn.Module, batches: Iterable, per_channel: bool = False,
-                           max_batches: int | None = None) -> pd.DataFrame:
-    """The variance shift of every BN layer of ``model``: one row per layer, in forward order.
+@dataclass(frozen=True)
+class TrainingPass:
+    """The training-mode pass of a probe: the BN inputs and the feeds' records. It does not depend on the BN
+    running statistics, so a probe after BN recalibration may reuse the one before it."""
 
-    ``batches`` is a re-iterable (it is passed twice: eval mode, then train mode) of ``(x, y)``
-    tuples or of tensors ``x``; ``x`` is moved to the model's device. For the paper's statistic, pass
-    the training data with its augmentation. ``max_batches`` limits each pass to the first batches.
+    statistics: InputStatistics
+    feeds: FeedRecorder
 
-    Returns columns layer (0-based forward order), name (qualified module name), moving_var,
-    real_var, train_var, shift, input_mean, input_var, fed_by_dropout (see the module's docstring); with
-    ``per_channel``, one row per layer and channel, with a column channel and the same quantities per
-    channel (input_mean is then the channel's own mean; the channel means of moving_var, real_var,
-    train_var and input_var are the per-layer values).
 
-    The model's parameters, buffers and modes are as before, also when the forward pass raises.
-    Raises ValueError for a model without BN, a BN layer without running statistics or one the
-    forward pass never reaches.
-    """
+def checked_layers(model: nn.Module) -> Layers:
     layers = tracked_batchnorm_layers(model)
     untracked = [name for name, bn in batchnorm_layers(model) if not bn.track_running_stats]
     if untracked:
         raise ValueError(f"BN layers without running statistics (track_running_stats=False): "
                          f"{', '.join(untracked)}; they have no moving variance to compare with")
+    return layers
+
+
+def training_pass(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> TrainingPass:
+    """The train-mode pass of :func:`measure_variance_shift` (dropout on, BN normalising with batch statistics, its
+    running statistics left as they were), with the feeds of every BN traced on the first batch's first samples."""
+    layers = checked_layers(model)
+    device = model_device(model)
+    feeds = FeedRecorder(model)
+    # the train-mode pass draws dropout noise from a forked RNG, so probing a run does not change the noise its later
+    # training epochs see
+    with preserved_modes(model), preserved_bn_buffers(layers), torch.no_grad(), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        statistics = input_statistics(model.train(), layers, batches, max_batches, feeds)
+    return TrainingPass(statistics, feeds)
+
+
+def measure_variance_shift(model: nn.Module, batches: Iterable, per_channel: bool = False,
+                           max_batches: int | None = None, training: TrainingPass | None = None) -> pd.DataFrame:
+    """The variance shift of every BN layer of ``model``: one row per layer, in forward order.
+
+    ``batches`` is a re-iterable (it is passed twice: eval mode, then train mode) of ``(x, y)``
+    tuples or of tensors ``x``; ``x`` is moved to the model's device. For the paper's statistic, pass
+    the training data with its augmentation. ``max_batches`` limits each pass to the first batches.
+    ``training``: the :func:`training_pass` of these batches on this model (its parameters unchanged since), in
+    place of a new one.
+
+    Returns the columns :data:`LAYER_COLUMNS` (see the module's docstring); with ``per_channel``, one row per layer
+    and channel (:data:`CHANNEL_COLUMNS`), with the same quantities per channel (input_mean and source_mean are
+    then the channel's own; the channel means of :data:`CHANNEL_MEANS` are the per-layer values).
+
+    The model's parameters, buffers and modes are as before, also when the forward pass raises.
+    Raises ValueError for a model without BN, a BN layer without running statistics or one the
+    forward pass never reaches.
+    """
+    layers = checked_layers(model)
     with preserved_modes(model), preserved_bn_buffers(layers), torch.no_grad():
         real = input_statistics(model.eval(), layers, batches, max_batches)
-        # the train-mode pass draws dropout noise from a forked RNG, so probing a run does not change
-        # the noise its later training epochs see
-        cuda = [model_device(model)] if model_device(model).type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            train = input_statistics(model.train(), layers, batches, max_batches)
+    training = training or training_pass(model, batches, max_batches)
     modules = dict(layers)
     names = list(real.calls)
-    real_variances, train_variances = real.variances(), train.variances()
-    means, pooled = real.means(), real.pooled_variances()
+    train = training.statistics
     # one device-to-host transfer for all layers and quantities
     stacked = torch.stack([
         torch.cat([modules[name].running_var.detach().to(torch.float64) for name in names]),
-        torch.cat([real_variances[name] for name in names]),
-        torch.cat([train_variances[name] for name in names]),
-        torch.cat([means[name] for name in names]),
-        torch.cat([pooled[name] for name in names]),
+        torch.cat([real.variance(name) for name in names]),
+        torch.cat([train.variance(name) for name in names]),
+        torch.cat([real.mean(name) for name in names]),
+        torch.cat([real.pooled_variance(name) for name in names]),
     ]).cpu().numpy()
     widths = [modules[name].num_features for name in names]
-    fed = [real.fed[name] for name in names]
     moving_var, real_var, train_var, input_mean, input_var = stacked
-    if per_channel:
-        return pd.DataFrame({
-            "layer": np.repeat(np.arange(len(names)), widths),
-            "name": np.repeat(names, widths),
-            "channel": np.concatenate([np.arange(width) for width in widths]),
-            "moving_var": moving_var, "real_var": real_var, "train_var": train_var,
-            "shift": shift_of(real_var, moving_var), "input_mean": input_mean, "input_var": input_var,
-            "fed_by_dropout": np.repeat(fed, widths),
-        }, columns=CHANNEL_COLUMNS)
-    starts = np.cumsum([0, *widths[:-1]])
+    channels = pd.DataFrame({
+        "layer": np.repeat(np.arange(len(names)), widths), "name": np.repeat(names, widths),
+        "channel": np.concatenate([np.arange(width) for width in widths]),
+        "moving_var": moving_var, "real_var": real_var, "train_var": train_var,
+        "shift": shift_of(real_var, moving_var), "input_mean": input_mean, "input_var": input_var,
+        "fed_by_dropout": np.repeat([real.fed[name] for name in names], widths),
+        "feed": np.repeat([training.feeds.feeds.kind(name) for name in names], widths),
+    })
+    channels = channels.join(theory_terms(training.feeds, names, widths))
+    channels["clean_var"] = channels["train_var"] - channels["noise_measured"]
+    return channels[CHANNEL_COLUMNS] if per_channel else layer_table(channels)
 
-    def channel_mean(values: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(values, starts) / widths
 
-    moving_mean, real_mean = channel_mean(moving_var), channel_mean(real_var)
-    return pd.DataFrame({
-        "layer": np.arange(len(names)), "name": names,
-        "moving_var": moving_mean, "real_var": real_mean, "train_var": channel_mean(train_var),
-        "shift": shift_of(real_mean, moving_mean), "input_mean": np.sqrt(channel_mean(input_mean**2)),
-        "input_var": channel_mean(input_var), "fed_by_dropout": fed,
-    }, columns=LAYER_COLUMNS)
+def theory_terms(feeds: FeedRecorder, names: list[str], widths: list[int]) -> pd.DataFrame:
+    """Per channel of every layer: the theory's terms (NaN where a layer has no sources, or no closed form)."""
+    frames = []
+    for name, width in zip(names, widths, strict=True):
+        terms = {column: np.full(width, np.nan) for column in THEORY if column != "clean_var"}
+        terms["sources"] = np.full(width, "", dtype=object)
+        if feeds.feeds.kind(name) not in (UNREACHED, DOWNSTREAM):
+            for column, value in feeds.terms(name).items():
+                terms[column] = np.broadcast_to(np.nan if value is None else value, (width,))
+        frames.append(pd.DataFrame(terms))
+    return pd.concat(frames, ignore_index=True)
+
+
+def root_mean_square(values: pd.Series) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def layer_table(channels: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer table (:data:`LAYER_COLUMNS`) of a per-channel one: the channel means of :data:`CHANNEL_MEANS`
+    (and of ``source_var`` and ``weight_norm2``), the paper's statistic of the means, ``input_mean`` and
+    ``source_mean`` as root mean squares over channels, D and B as ``|w|^2``-weighted means over filters (so that
+    Eq. 14 with them gives the channel mean of the variances)."""
+    grouped = channels.groupby("layer", sort=True)
+    rows = grouped[["name", "fed_by_dropout", "feed", "sources", "noise_variance", "rho"]].first()
+    rows = rows.join(grouped[[*CHANNEL_MEANS, "source_var", "weight_norm2"]].mean())
+    rows = rows.join(grouped[["input_mean", "source_mean"]].agg(root_mean_square))
+    weighted = channels[["d_cos2", "alignment"]].mul(channels["weight_norm2"], axis=0).groupby(channels["layer"])
+    rows = rows.join(weighted.sum(min_count=1).div(grouped["weight_norm2"].sum(min_count=1), axis=0))
+    rows["shift"] = shift_of(rows["real_var"].to_numpy(), rows["moving_var"].to_numpy())
+    return rows.reset_index()[LAYER_COLUMNS]

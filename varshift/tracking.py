@@ -1,8 +1,9 @@
 """Where a run's records go: files in the run directory always, wandb when enabled.
 
 The files are the source of truth (the run directory described in the README): ``metrics.jsonl`` (one object
-per epoch), ``variance.csv`` (the per-layer variance shift at every probe), ``alignment.csv``
-(cos^2 and d cos^2 of every conv layer) and ``summary.json``. Each is rewritten atomically from the
+per epoch), ``variance.csv`` (the per-layer variance shift at every probe, with the theory's terms of
+:mod:`varshift.probes`), ``variance_channels.csv`` (the same per channel, with ``probe.per_channel``),
+``alignment.csv`` (cos^2 and d cos^2 of every conv layer) and ``summary.json``. Each is rewritten atomically from the
 history held in memory, so a run killed at any moment leaves complete files, and a resumed run
 rewrites them from the history stored in its checkpoint. JSON is strict: a missing or non-finite number is
 ``null``.
@@ -34,10 +35,12 @@ from pathlib import Path
 import pandas as pd
 
 from varshift.io import atomic_write_json, atomic_write_text, strict_json
+from varshift.probe_columns import CHANNEL_COLUMNS, LAYER_COLUMNS
 from varshift.vocabulary import flatten, setting_keys
 
-VARIANCE_COLUMNS = ["stage", "epoch", "layer", "name", "moving_var", "real_var", "train_var", "shift", "input_mean",
-                    "input_var", "fed_by_dropout"]
+VARIANCE_COLUMNS = ["stage", "epoch", *LAYER_COLUMNS]
+CHANNEL_VARIANCE_COLUMNS = ["stage", "epoch", *CHANNEL_COLUMNS]
+CHANNELS_FILE = "variance_channels.csv"
 # Seconds wandb may wait for its server: to log in, to start the run, to upload at the end. Without a bound an
 # unreachable server holds a job for minutes, then kills it.
 WANDB_TIMEOUT_S = 60.0
@@ -92,17 +95,19 @@ class RunRecorder:
         self.epochs: list[dict] = []
         self.variance: list[dict] = []
         self.wandb_id: str | None = None  # the run's wandb run, once one was started
+        self.channels: list[dict] = []
         self._wandb_run = None
         self._interrupted = False
 
     # -- history (stored in checkpoints so a resumed run continues the same files and the same wandb run) --
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "variance": self.variance, "wandb_id": self.wandb_id}
+        return {"epochs": self.epochs, "variance": self.variance, "channels": self.channels, "wandb_id": self.wandb_id}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state["epochs"])
         self.variance = list(state["variance"])
-        self.wandb_id = state.get("wandb_id")  # checkpoints of older varshift have none
+        self.channels = list(state.get("channels", []))  # checkpoints of older varshift have none
+        self.wandb_id = state.get("wandb_id")
         self.write_files()
 
     # -- wandb --
@@ -172,9 +177,12 @@ class RunRecorder:
         if self._wandb_run is not None:
             self._log_epoch_to_wandb(row)
 
-    def log_variance(self, table: pd.DataFrame, stage: str, epoch: int) -> None:
+    def log_variance(self, table: pd.DataFrame, stage: str, epoch: int, channels: pd.DataFrame | None = None) -> None:
+        """The per-layer ``table`` of a probe (and its per-channel rows, if given) at ``stage`` after ``epoch``."""
         rows = table.assign(stage=stage, epoch=epoch)[VARIANCE_COLUMNS].to_dict("records")
         self.variance.extend(rows)
+        if channels is not None:
+            self.channels.extend(channels.assign(stage=stage, epoch=epoch)[CHANNEL_VARIANCE_COLUMNS].to_dict("records"))
         if self._wandb_run is not None:
             self._log_variance_to_wandb(pd.DataFrame(rows), stage, epoch)
 
@@ -183,6 +191,9 @@ class RunRecorder:
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         frame = pd.DataFrame(self.variance, columns=VARIANCE_COLUMNS)
         atomic_write_text(self.run_dir / "variance.csv", frame.to_csv(index=False))
+        if self.channels:
+            frame = pd.DataFrame(self.channels, columns=CHANNEL_VARIANCE_COLUMNS)
+            atomic_write_text(self.run_dir / CHANNELS_FILE, frame.to_csv(index=False))
 
     def write_alignment(self, table: pd.DataFrame) -> None:
         atomic_write_text(self.run_dir / "alignment.csv", table.to_csv(index=False))

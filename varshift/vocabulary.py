@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform")
-POSITIONS = ("none", "before_bn", "before_conv", "head")
+DROPOUT_KINDS = ("none", "bernoulli", "gaussian", "uniform", "droppath", "dropblock")
+# residual: on a residual branch, in front of the add (DropPath's place in residual networks)
+POSITIONS = ("none", "before_bn", "before_conv", "head", "residual")
+# the positions where each kind that has its own place fits; the other kinds fit every position but residual
+KIND_POSITIONS = {"droppath": ("residual",), "dropblock": ("before_bn", "before_conv")}
 SCALES = ("smoke", "demo", "laptop", "paper")
 DATASET_NAMES = ("cifar10", "cifar100", "fashion_mnist", "mnist", "imagenet")
 # Datasets read from image folders by worker processes (the others are held in memory, on the training device).
@@ -24,12 +27,13 @@ MODEL_NAMES = ("preresnet110", "resnext29_8x64d", "wrn28_10", "densenet_bc100", 
 
 SEED_KEY = "seed"
 # Keys (or key prefixes, "logger" covers "logger.wandb.mode") that cannot change a run's numbers: where the
-# data is read from and how many processes decode it, how progress and records are shown, whether a diverged run is
-# tried again. A run may resume with other values of them, and analysis ignores them when it groups runs into
-# settings. trainer.device and trainer.threads are not neutral: other kernels round differently. dataset.workers is:
-# each image's augmentation is drawn from the seed, the epoch and the image alone, whichever process decodes it.
+# data is read from and how many processes decode it, how progress and records are shown, what the probe writes
+# besides (the per-channel rows), whether a diverged run is tried again. A run may resume with other values of them,
+# and analysis ignores them when it groups runs into settings. trainer.device and trainer.threads are not neutral:
+# other kernels round differently. dataset.workers is: each image's augmentation is drawn from the seed, the epoch
+# and the image alone, whichever process decodes it.
 NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify", "dataset.workers",
-                "retry_diverged")
+                "probe.per_channel", "retry_diverged")
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")

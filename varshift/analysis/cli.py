@@ -50,8 +50,14 @@ ARTIFACTS = {
     "table6": Artifact("test error per beta of uniform dropout (Uout)", ("tables:table6",), epoch=True),
     "per-class": Artifact("test accuracy per class, of the final model and after BN recalibration",
                           ("per_class:per_class",)),
-    "theory-vs-measured": Artifact("shift of the BN layers fed by a dropout against the theory (Eq. 7-8)",
+    "theory-vs-measured": Artifact("moving variance of the BN layers a dropout feeds against the theory (Eq. 8, 14)",
                                    ("theory_figure:theory_vs_measured",)),
+    "decomposition": Artifact("each BN layer's shift taken apart: theory (Eq. 8, 14) x chain factor, per layer",
+                              ("decomposition:decomposition",)),
+    "shift-over-training": Artifact("the shift of every BN layer against the epoch (runs with probe.every)",
+                                    ("over_training:shift_over_training",)),
+    "channel-shift": Artifact("the distribution over channels of each BN layer's shift (runs with probe.per_channel)",
+                              ("over_training:channel_shift",)),
 }
 REPORT_HELP = "one run's report.md (accuracy curves, per-layer shift, results) written into its directory"
 

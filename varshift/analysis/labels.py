@@ -24,7 +24,8 @@ METRIC_LABELS = {"test_error": "test error", "test_error_recalibrated": "test er
 KNOWN_ORDER = {"dataset.name": DATASET_NAMES, "model.name": MODEL_NAMES, "dropout.position": POSITIONS,
                "dropout.kind": DROPOUT_KINDS, "metric": tuple(METRIC_LABELS)}
 POSITION_LABELS = {"none": "no dropout", "before_bn": "Dropout-(a) before BN",
-                   "before_conv": "Dropout-(b) before conv", "head": "dropout after all BN"}
+                   "before_conv": "Dropout-(b) before conv", "head": "dropout after all BN",
+                   "residual": "on the residual branch"}
 KIND_LABELS = {"none": "no dropout", "bernoulli": "Bernoulli", "gaussian": "Gaussian", "uniform": "Uout"}
 NOISE_LABELS = {"False": "element-wise", "True": "channel-wise"}  # dropout.channelwise
 # the rate of each kind: the drop ratio q of Bernoulli and Gaussian dropout, the width beta of Uout's noise
@@ -33,7 +34,9 @@ RATE_LABELS = {"q": "drop ratio q", "β": "β (Uout)", "q or β": "drop ratio q 
 # the paper's artifacts (varshift-analysis ARTIFACT) and the experiment presets (conf/experiment/), for captions
 ARTIFACT_TITLES = {"fig1": "Figure 1", "fig3": "Figure 3", "fig4": "Figure 4", "fig5": "Figure 5", "table1": "Table 1",
                    "table3": "Table 3", "table4": "Table 4", "table5": "Table 5", "table6": "Table 6",
-                   "theory-vs-measured": "Theory against measurement", "per-class": "Accuracy per class"}
+                   "theory-vs-measured": "Theory against measurement", "per-class": "Accuracy per class",
+                   "decomposition": "The shift taken apart", "shift-over-training": "Shift over training",
+                   "channel-shift": "Shift per channel"}
 EXPERIMENT_TITLES = {**ARTIFACT_TITLES, "gaussian": "Gaussian dropout", "channelwise": "Channel-wise dropout",
                      "width": "Dropout-(b) and layer width", "demo": "Demo",
                      "variance_matched": "Dropout kinds at one noise variance"}

@@ -17,8 +17,9 @@ from varshift.audit.eval_noise import EvalNoise, first_eval_divergence
 from varshift.audit.moments import eval_moments
 from varshift.audit.predict import predict
 from varshift.audit.reach import trace_feeds
+from varshift.audit.response import noise_responses
 from varshift.audit.tables import SHIFTING, feed_table, site_table, verdict
-from varshift.bn import model_device, model_inputs, recalibrate_bn
+from varshift.bn import model_device, model_inputs, recalibrate_bn, tracked_batchnorm_layers
 from varshift.probes import measure_variance_shift
 
 DEFAULT_INPUT_SHAPE = (3, 224, 224)
@@ -75,6 +76,19 @@ def measured_shifts(model: nn.Module, inputs: list[Tensor]) -> tuple[dict[str, f
             dict(zip(after["name"], after["shift"], strict=True)))
 
 
+def statistics_model(model: nn.Module, inputs: list[Tensor]) -> tuple[nn.Module, str | None]:
+    """The model the prediction's statistics come from: ``model``, or where none of its BN layers has ever been
+    updated (``num_batches_tracked`` 0: an untrained model, whose BN layers are identities in eval mode) a copy with
+    its BN statistics re-estimated on ``inputs`` (dropout off), as training would have set them; and a note saying
+    so."""
+    layers = tracked_batchnorm_layers(model)
+    if not layers or any(int(bn.num_batches_tracked) for _, bn in layers):
+        return model, None
+    return recalibrate_bn(copy.deepcopy(model), inputs), (
+        "the BN layers were never updated (an untrained model): the prediction uses BN statistics re-estimated on "
+        "the sample batches with dropout off")
+
+
 def audit(model: nn.Module, batches: Iterable | None = None, *, input_shape: Sequence[int] | None = None,
           batch_size: int = 8, num_batches: int = 2, seed: int = 0) -> AuditReport:
     """Audit ``model`` for the variance shift between its dropout-like layers and its BN layers.
@@ -93,11 +107,22 @@ def audit(model: nn.Module, batches: Iterable | None = None, *, input_shape: Seq
         inputs = sample_inputs(model, batches, input_shape, batch_size, num_batches, seed)
         probe = inputs[0][:TRACE_SAMPLES]
         sites, feeds = trace_feeds(model, probe)
-        site_moments, bn_moments = eval_moments(model, inputs, {feed.bn for feed in feeds})
-        predictions = predict(feeds, {site.name: site for site in sites}, site_moments, bn_moments)
+        by_name = {site.name: site for site in sites}
+        direct = {(feed.site, feed.bn): feed.direct for feed in feeds}
+        noisy = {(feed.site, feed.bn) for feed in feeds if by_name[feed.site].noise_variance not in (None, 0.0)}
+        trained, note = statistics_model(model, inputs) if noisy else (model, None)
+        notes = [] if note is None else [note]
+        bn_moments = eval_moments(trained, inputs, {feed.bn for feed in feeds})
+        responses = noise_responses(trained, inputs, sites, {pair for pair in noisy if not direct[pair]}, seed)
+        # every path matters where some site reaches the BN through other layers; where all feed it directly
+        # (DenseNet's concatenations), their case (a) terms are the joint prediction
+        crossed = {bn for (_, bn), is_direct in direct.items() if not is_direct}
+        joint_responses = noise_responses(trained, inputs, sites, {pair for pair in noisy if pair[1] in crossed},
+                                          seed, through_bn=True)
+        predictions = predict(feeds, by_name, bn_moments, responses, joint_responses)
         shifting = any(verdict(site, [feed for feed in feeds if feed.site == site.name]) == SHIFTING
                        for site in sites)
-        measured, recalibrated, notes = {}, {}, []
+        measured, recalibrated = {}, {}
         if batches is not None and shifting:
             try:
                 measured, recalibrated = measured_shifts(model, inputs)

@@ -1,4 +1,4 @@
-"""Per-channel mean ``c`` and variance ``v`` of the dropout outputs and BN inputs at test time.
+"""Per-channel mean ``c`` and variance ``v`` of the BN inputs at test time.
 
 One eval-mode pass over the sample inputs (dropout off, BN normalising with its running statistics),
 the statistics of the paper's theory. Channels are dimension 1; both are computed per batch over the
@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from varshift.audit.sites import SiteTracer
 from varshift.bn import batchnorm_layers, preserved_modes
 
 
@@ -55,20 +54,15 @@ class MomentsRecorder:
                 for name, (mean, var, calls) in self._sums.items()}
 
 
-def eval_moments(model: nn.Module, inputs: Iterable[Tensor],
-                      bn_names: set[str]) -> tuple[dict[str, Moments], dict[str, Moments]]:
-    """Eval-mode moments of every dropout site's output and of the inputs of the BN layers ``bn_names``."""
-    sites, bns = MomentsRecorder(), MomentsRecorder()
-
-    def record_site(site, output):
-        sites.add(site.name, output)
-        return output
+def eval_moments(model: nn.Module, inputs: Iterable[Tensor], bn_names: set[str]) -> dict[str, Moments]:
+    """Eval-mode moments of the inputs of the BN layers ``bn_names``."""
+    bns = MomentsRecorder()
 
     def record_bn(name: str):
         return lambda module, args: bns.add(name, args[0])
 
     handles = []
-    with preserved_modes(model), torch.no_grad(), SiteTracer(model, record_site):
+    with preserved_modes(model), torch.no_grad():
         model.eval()
         try:
             handles = [bn.register_forward_pre_hook(record_bn(name))
@@ -78,4 +72,4 @@ def eval_moments(model: nn.Module, inputs: Iterable[Tensor],
         finally:
             for handle in handles:
                 handle.remove()
-    return sites.moments(), bns.moments()
+    return bns.moments()

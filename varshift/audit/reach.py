@@ -37,8 +37,10 @@ class Feed:
 
 
 def channel_slice(container: Tensor, part: Tensor) -> tuple[int, int] | None:
-    """``(start, stop)`` with ``container[:, start:stop]`` equal to ``part``, or None if there is none."""
-    if (container.dim() < 2 or container.dim() != part.dim() or container.shape[0] != part.shape[0]
+    """``(start, stop)`` with ``container[:, start:stop]`` equal to ``part``, or None if there is none. An all-zero
+    ``part`` (a site after a ReLU that is off on these inputs) matches nothing: zeros equal any other zeros, such as
+    those a bias-free conv makes of them, so equality would not say that the site's output is there."""
+    if not part.any() or (container.dim() < 2 or container.dim() != part.dim() or container.shape[0] != part.shape[0]
             or container.shape[2:] != part.shape[2:] or part.shape[1] > container.shape[1]):
         return None
     width = part.shape[1]

@@ -5,17 +5,18 @@ from __future__ import annotations
 import pandas as pd
 
 from varshift.audit.auditor import AuditReport
-from varshift.audit.predict import BOUND
 from varshift.audit.tables import DIRECT, SHIFTING, drop_kind, remedy
 
 MEASURED_COLUMNS = ("measured_shift", "recalibrated_shift")
 METHOD = (
     "predicted_shift is the paper's statistic max(r, 1/r), r = Var_test / Var_train of the BN layer's channel "
-    "means, from the test-time mean and variance of the BN input on the sample batches. 'case a': the dropout "
-    "output reaches the BN input unchanged (Eq. 7/8; all such dropouts of one BN counted together). 'bound': "
-    "another layer lies between; Eq. 14 says the shift there is at most case (a) on the dropout's own output. "
-    "measured_shift is varshift.probes' statistic (BN moving variance against the eval-mode input variance "
-    "on the given batches), recalibrated_shift the same after varshift.bn.recalibrate_bn on them."
+    "means, with this one site's noise on (per site); joint_predicted_shift the same with every site that feeds "
+    "the BN on. Var_test is the BN input's on the sample batches. 'case a': the dropout output reaches the BN "
+    "input unchanged (Eq. 7/8). 'Eq. 14': linear layers lie between (a conv, adds); the noise is pushed through "
+    "them exactly, their weights and the correlation of their inputs as they are. 'first order': a nonlinearity "
+    "lies between; the same to first order, an estimate. measured_shift is varshift.probes' statistic (BN moving "
+    "variance against the eval-mode input variance on the given batches), recalibrated_shift the same after "
+    "varshift.bn.recalibrate_bn on them."
 )
 
 
@@ -34,8 +35,7 @@ def remedy_lines(shifting: pd.DataFrame) -> list[str]:
     lines = []
     for kind, feeds in shifting.groupby(shifting["layer"].map(drop_kind), sort=False):
         uout, recalibrated = feeds["uout_shift"].max(), feeds["recalibrated_shift"].max()
-        text = remedy(kind, None if pd.isna(uout) else uout, (feeds["prediction"] == BOUND).any(),
-                      None if pd.isna(recalibrated) else recalibrated)
+        text = remedy(kind, None if pd.isna(uout) else uout, None if pd.isna(recalibrated) else recalibrated)
         lines.append(f"remedy for the {feeds['site'].nunique()} {kind} site(s) (the largest values among them): {text}")
     return lines
 

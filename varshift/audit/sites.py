@@ -11,15 +11,17 @@ The noise variance ``Var[m]`` of each site, what :mod:`varshift.theory` needs:
 
 * Bernoulli dropout (``nn.Dropout*``, ``F.dropout*``, ``torch.dropout``) of drop rate ``p``: ``p / (1 - p)``;
 * varshift's layers: their own ``noise_variance()``;
-* ``StochasticDepth(p, mode)`` and ``DropPath(drop_prob)`` (with ``scale_by_keep``): a per-sample Bernoulli
-  mask scaled by ``1 / (1 - p)``, so ``p / (1 - p)`` too; StochasticDepth's ``"batch"`` mode draws one mask
-  for the whole batch (``shared_over_batch``), so BN sees ``(1 + s2) v`` and no ``c^2`` term;
+* ``StochasticDepth(p, mode)`` and ``DropPath(drop_prob)`` (with ``scale_by_keep``, and varshift's): a per-sample
+  Bernoulli mask scaled by ``1 / (1 - p)``, so ``p / (1 - p)`` too; StochasticDepth's ``"batch"`` mode draws one mask
+  for the whole batch, so BN sees ``(1 + s2) v`` and no ``c^2`` term;
+* varshift's DropBlock: its own, from the height and width of its output (known once the model has run);
 * alpha dropout (and ``DropPath`` without ``scale_by_keep``) is not a mean-1 multiplicative noise:
   ``None``, varshift's theory has no closed form for it, and the audit reports its measured shift only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 from torchvision.ops import StochasticDepth
 
 from varshift import theory
-from varshift.dropout import MultiplicativeNoise
+from varshift.dropout import DropBlock, DropPath, MultiplicativeNoise
 
 BERNOULLI_FUNCTIONS = {F.dropout: "F.dropout", F.dropout1d: "F.dropout1d", F.dropout2d: "F.dropout2d",
                        F.dropout3d: "F.dropout3d", torch.dropout: "torch.dropout",
@@ -51,7 +53,11 @@ class DropoutSite:
     layer: str  # the module class or the function, e.g. Dropout, StochasticDepth(row), F.dropout
     rate: float | None  # drop rate (beta for Uout)
     noise_variance: float | None  # Var[m]; None where varshift's theory has no closed form
-    shared_over_batch: bool = False  # one noise value for the whole batch
+    sharing: str = "unit"  # one noise value per: unit, channel (per sample), sample, batch; or block (DropBlock)
+
+    @property
+    def shared_over_batch(self) -> bool:
+        return self.sharing == "batch"
 
 
 def bernoulli_noise_variance(p: float) -> float:
@@ -62,20 +68,31 @@ def bernoulli_noise_variance(p: float) -> float:
 def module_site(name: str, module: nn.Module) -> DropoutSite | None:
     """The site of ``module`` if it is dropout-like, else None."""
     layer = type(module).__name__
+    if isinstance(module, DropBlock):
+        return DropoutSite(name, layer, module.rate, None if module.rate else 0.0, "block")
     if isinstance(module, MultiplicativeNoise):
-        return DropoutSite(name, layer, module.rate, module.noise_variance())
+        sharing = "sample" if isinstance(module, DropPath) else "channel" if module.channelwise else "unit"
+        return DropoutSite(name, layer, module.rate, module.noise_variance(), sharing)
     if isinstance(module, (nn.AlphaDropout, nn.FeatureAlphaDropout)):
         return DropoutSite(name, layer, module.p, None)
     if isinstance(module, nn.modules.dropout._DropoutNd):
-        return DropoutSite(name, layer, module.p, bernoulli_noise_variance(module.p))
+        sharing = "unit" if isinstance(module, nn.Dropout) else "channel"
+        return DropoutSite(name, layer, module.p, bernoulli_noise_variance(module.p), sharing)
     if isinstance(module, StochasticDepth):
         return DropoutSite(name, f"{layer}({module.mode})", module.p, bernoulli_noise_variance(module.p),
-                           shared_over_batch=module.mode == "batch")
+                           "batch" if module.mode == "batch" else "sample")
     if layer == "DropPath" and hasattr(module, "drop_prob"):
         p = float(module.drop_prob)
         scaled = getattr(module, "scale_by_keep", True)
-        return DropoutSite(name, layer, p, bernoulli_noise_variance(p) if scaled else None)
+        return DropoutSite(name, layer, p, bernoulli_noise_variance(p) if scaled else None, "sample")
     return None
+
+
+def with_output(site: DropoutSite, module: nn.Module | None, output) -> DropoutSite:
+    """``site`` with what its output's shape decides: DropBlock's noise variance."""
+    if isinstance(module, DropBlock) and module.rate and isinstance(output, Tensor):
+        return dataclasses.replace(site, noise_variance=module.noise_variance(output.shape))
+    return site
 
 
 def functional_site(owner: str, index: int, func, args: tuple, kwargs: dict) -> DropoutSite:
@@ -83,7 +100,8 @@ def functional_site(owner: str, index: int, func, args: tuple, kwargs: dict) -> 
     label = FUNCTIONAL_DROPOUTS[func]
     p = float(kwargs.get("p", args[1] if len(args) > 1 else 0.5))
     noise_variance = bernoulli_noise_variance(p) if func in BERNOULLI_FUNCTIONS else None
-    return DropoutSite(f"{owner}:{label}#{index}", label, p, noise_variance)
+    sharing = "unit" if func in (F.dropout, torch.dropout, F.alpha_dropout, torch.alpha_dropout) else "channel"
+    return DropoutSite(f"{owner}:{label}#{index}", label, p, noise_variance, sharing)
 
 
 @dataclass
@@ -131,7 +149,7 @@ class SiteTracer(TorchFunctionMode):
     def _leave_module(self, site: DropoutSite | None):
         def pop(module, args, output):
             self._stack.pop()
-            return None if site is None else self._seen(site, output)
+            return None if site is None else self._seen(with_output(site, module, output), output)
 
         return pop
 

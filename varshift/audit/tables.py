@@ -2,7 +2,8 @@
 
 A site is *shifting* when it feeds at least one BN layer with running statistics and its noise is not
 zero (a dropout at rate 0 is harmless wherever it sits); otherwise it is *safe*. A safe site that feeds
-no BN layer has one row with an empty ``bn``.
+no BN layer has one row with an empty ``bn``. ``predicted_shift`` is per site (this site alone on),
+``joint_predicted_shift`` the BN layer's with every site that feeds it on (:mod:`varshift.audit.predict`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from varshift.audit.predict import BOUND, UOUT_BETA, Prediction
+from varshift.audit.predict import UOUT_BETA, Prediction
 from varshift.audit.reach import Feed
 from varshift.audit.sites import DropoutSite
 
@@ -20,9 +21,10 @@ SHIFTING, SAFE = "shifting", "safe"
 DROPOUT, BRANCH_DROP, BLOCK_DROP = "dropout", "stochastic depth / DropPath", "DropBlock"
 DIRECT, INDIRECT = "direct", "via other layers"
 FEED_COLUMNS = ["site", "layer", "rate", "noise_variance", "verdict", "bn", "path", "channels",
-                "predicted_shift", "prediction", "uout_shift", "measured_shift", "recalibrated_shift", "remedy"]
+                "predicted_shift", "joint_predicted_shift", "prediction", "uout_shift", "measured_shift",
+                "recalibrated_shift", "remedy"]
 SITE_COLUMNS = ["site", "layer", "rate", "verdict", "bn_layers", "first_bn", "path", "predicted_shift",
-                "measured_shift", "recalibrated_shift"]
+                "joint_predicted_shift", "measured_shift", "recalibrated_shift"]
 
 
 def verdict(site: DropoutSite, feeds: Sequence[Feed]) -> str:
@@ -39,11 +41,11 @@ def drop_kind(layer: str) -> str:
     return DROPOUT
 
 
-def remedy(kind: str, uout_shift: float | None, uout_is_bound: bool, recalibrated_shift: float | None) -> str:
+def remedy(kind: str, uout_shift: float | None, recalibrated_shift: float | None) -> str:
     """The fixes that suit a drop of ``kind``, with the numbers the audit has for this feed. A dropout can move
     after the last BN; a dropped residual branch or feature-map block cannot (it acts where the BN layers are):
     for them BN recalibration comes first, then noise of a small variance in the same place (the paper's Uout)."""
-    uout = "" if uout_shift is None else f": {'<= ' if uout_is_bound else ''}{uout_shift:.4g} predicted"
+    uout = "" if uout_shift is None else f": {uout_shift:.4g} predicted"
     recalibrate = "varshift.bn.recalibrate_bn after training" + (
         ", on training batches" if recalibrated_shift is None else f": {recalibrated_shift:.4g} measured")
     if kind == BRANCH_DROP:
@@ -79,23 +81,24 @@ def feed_table(sites: Sequence[DropoutSite], feeds: Sequence[Feed], predictions:
             rows.append({
                 **common, "bn": feed.bn, "path": DIRECT if feed.direct else INDIRECT,
                 "channels": f"{feed.channels[0]}:{feed.channels[1]}" if feed.direct else "",
-                "predicted_shift": _number(prediction.shift), "prediction": prediction.kind,
+                "predicted_shift": _number(prediction.shift), "joint_predicted_shift": _number(prediction.joint_shift),
+                "prediction": prediction.kind,
                 "uout_shift": _number(prediction.uout_shift), "measured_shift": _number(measured.get(feed.bn)),
                 "recalibrated_shift": _number(recalibrated_shift),
-                "remedy": remedy(drop_kind(site.layer), prediction.uout_shift, prediction.kind == BOUND,
-                                 recalibrated_shift)
+                "remedy": remedy(drop_kind(site.layer), prediction.uout_shift, recalibrated_shift)
                 if site_verdict == SHIFTING else "",
             })
     return pd.DataFrame(rows, columns=FEED_COLUMNS)
 
 
 def site_table(feeds: pd.DataFrame) -> pd.DataFrame:
-    """One row per site: its verdict, how many BN layers it feeds, the first, the paths, the largest shifts."""
+    """One row per site: its verdict, how many BN layers it feeds, the first, the paths, the largest shifts (the site's
+    own, and the joint one of the BN layers it feeds)."""
     grouped = feeds.groupby("site", sort=False)
     table = grouped[["layer", "rate", "verdict"]].first()
     table["bn_layers"] = grouped["bn"].agg(lambda names: int((names != "").sum()))
     table["first_bn"] = grouped["bn"].first()
     table["path"] = grouped["path"].agg(lambda paths: ", ".join(sorted(set(paths) - {""})))
-    for column in ("predicted_shift", "measured_shift", "recalibrated_shift"):
+    for column in ("predicted_shift", "joint_predicted_shift", "measured_shift", "recalibrated_shift"):
         table[column] = grouped[column].max()
     return table.reset_index()[SITE_COLUMNS]

@@ -129,6 +129,7 @@ class ProbeConfig:
     batches: int | None = MISSING  # set by the scale: training batches per probe pass (null: all, augmented)
     recalibrate: bool = True  # re-estimate the BN statistics with dropout off after training, then test again
     recalibrate_batches: int | None = MISSING
+    per_channel: bool = False  # also write every probe per BN channel (variance_channels.csv)
 
 
 @dataclass

@@ -12,7 +12,8 @@ Dropout slots, per block:
   conv and BN3, ``before_conv`` between BN3-ReLU and the last 1x1 conv;
 * basic, BN1-ReLU-conv3x3-BN2-ReLU-conv3x3: ``before_bn`` between conv1 and BN2, ``before_conv``
   between BN2-ReLU and conv2;
-* ``head``: after the final BN-ReLU and global pooling, in front of the classifier.
+* ``head``: after the final BN-ReLU and global pooling, in front of the classifier;
+* ``residual``: on each block's residual branch, in front of the add (DropPath's place).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.drop_before_conv = slot("before_conv")
         self.conv3 = conv1x1(planes, out_planes)
+        self.drop_residual = slot("residual")
         self.relu = nn.ReLU(inplace=True)
         # bearpaw's downsample is a bare 1x1 conv on the block's input, without BN.
         self.downsample = None
@@ -58,7 +60,7 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.drop_before_conv(self.relu(self.bn3(self.drop_before_bn(out)))))
-        return out + (x if self.downsample is None else self.downsample(x))
+        return self.drop_residual(out) + (x if self.downsample is None else self.downsample(x))
 
 
 class PreActBasicBlock(nn.Module):
@@ -75,6 +77,7 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.drop_before_conv = slot("before_conv")
         self.conv2 = conv3x3(planes, planes)
+        self.drop_residual = slot("residual")
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_planes != planes:
@@ -83,7 +86,7 @@ class PreActBasicBlock(nn.Module):
     def forward(self, x):
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.drop_before_conv(self.relu(self.bn2(self.drop_before_bn(out)))))
-        return out + (x if self.downsample is None else self.downsample(x))
+        return self.drop_residual(out) + (x if self.downsample is None else self.downsample(x))
 
 
 BLOCKS = {"bottleneck": PreActBottleneck, "basic": PreActBasicBlock}

@@ -7,8 +7,8 @@ with BN-ReLU (64 channels) comes first; 31 BN layers.
 
 Dropout slots, per post-activation bottleneck conv_reduce-BN-ReLU-grouped conv3x3-BN-ReLU-
 conv_expand-BN_expand (+ shortcut, ReLU): ``before_bn`` between conv_expand and BN_expand,
-``before_conv`` between the second ReLU and conv_expand; ``head`` after global pooling, in front
-of the classifier.
+``before_conv`` between the second ReLU and conv_expand; ``residual`` between BN_expand and the add
+(DropPath's place); ``head`` after global pooling, in front of the classifier.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ResNeXtBottleneck(nn.Module):
         self.conv_expand = conv1x1(width, out_planes)
         self.drop_before_bn = slot("before_bn")
         self.bn_expand = nn.BatchNorm2d(out_planes)
+        self.drop_residual = slot("residual")
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity()
         if stride != 1 or in_planes != out_planes:
@@ -44,7 +45,7 @@ class ResNeXtBottleneck(nn.Module):
         out = self.relu(self.bn_reduce(self.conv_reduce(x)))
         out = self.relu(self.bn(self.conv_conv(out)))
         out = self.bn_expand(self.drop_before_bn(self.conv_expand(self.drop_before_conv(out))))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(self.drop_residual(out) + self.shortcut(x))
 
 
 class ResNeXt(nn.Module):

@@ -6,7 +6,8 @@ shortcut conv read the pre-activated input BN1-ReLU(x); otherwise the shortcut i
 
 Dropout slots, per pre-activation block BN1-ReLU-conv3x3-BN2-ReLU-conv3x3: ``before_bn`` between
 conv1 and BN2, ``before_conv`` between BN2-ReLU and conv2 (Wide ResNet's own dropout position);
-``head`` after the final BN-ReLU and global pooling, in front of the classifier.
+``head`` after the final BN-ReLU and global pooling, in front of the classifier; ``residual`` on each
+block's residual branch, in front of the add (DropPath's place).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class WideBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_planes)
         self.drop_before_conv = slot("before_conv")
         self.conv2 = conv3x3(out_planes, out_planes)
+        self.drop_residual = slot("residual")
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = None
         if stride != 1 or in_planes != out_planes:
@@ -47,7 +49,7 @@ class WideBasicBlock(nn.Module):
         activated = self.relu(self.bn1(x))
         out = self.conv1(activated)
         out = self.conv2(self.drop_before_conv(self.relu(self.bn2(self.drop_before_bn(out)))))
-        return out + (x if self.shortcut is None else self.shortcut(activated))
+        return self.drop_residual(out) + (x if self.shortcut is None else self.shortcut(activated))
 
 
 class WideResNet(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from varshift.errors import ParentExited, TrainingDiverged
+from varshift.probe_columns import QUANTITIES
 
 LOSS_NAMES = {"train_loss": "the training loss", "test_loss": "the test loss", "val_loss": "the validation loss"}
 SHOWN_PROBLEMS = 5
@@ -32,7 +33,8 @@ def non_finite_tensors(model: nn.Module) -> list[str]:
 
 
 def non_finite_probe(table: pd.DataFrame, stage: str) -> list[str]:
-    rows = ~np.isfinite(table.select_dtypes("number")).all(axis=1)
+    """The BN layers whose measured variances are not finite (the theory's terms are NaN where it has none)."""
+    rows = ~np.isfinite(table[QUANTITIES].astype(float)).all(axis=1)
     return [f"the variance probe ({stage}) of BN layer {name} holds NaN or inf" for name in table.loc[rows, "name"]]
 
 

@@ -30,11 +30,11 @@ from varshift.data import DatasetInfo, Loaders, build_loaders
 from varshift.errors import RunInterrupted, TrainingDiverged
 from varshift.identity import CONFIG_FILE, SUMMARY_FILE
 from varshift.models import build_model
-from varshift.probes import measure_variance_shift
+from varshift.probes import TrainingPass, layer_table, measure_variance_shift, training_pass
 from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, read_run_file, remove_stale_temporary_files
 from varshift.tracking import RunRecorder
-from varshift.training import checkpoint, guards
+from varshift.training import checkpoint, guards, reuse
 from varshift.training.interrupts import Interrupts
 from varshift.training.loop import CountedPasses, Evaluation, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
@@ -188,18 +188,23 @@ class Trainer:
     def training_pass_batches(self, max_batches: int | None) -> int:
         return len(self.loaders.train_eval) if max_batches is None else min(len(self.loaders.train_eval), max_batches)
 
-    def measure_shift(self, stage: str) -> pd.DataFrame:
-        """The per-layer variance table (recorded under ``stage``); ``TrainingDiverged`` if it is not finite."""
+    def measure_shift(self, stage: str, training: TrainingPass | None = None) -> tuple[pd.DataFrame, TrainingPass]:
+        """The per-layer variance table (recorded under ``stage``, per channel too with ``probe.per_channel``) and its
+        training-mode pass, which a probe after BN recalibration reuses (``training``: it does not depend on the BN
+        running statistics); ``TrainingDiverged`` if the table is not finite."""
         max_batches = self.cfg["probe"]["batches"]
-        # measure_variance_shift passes the data twice: in eval mode, then in train mode
-        total = 2 * self.training_pass_batches(max_batches)
+        # a pass over the data in eval mode, and one in train mode unless given
+        total = (1 if training else 2) * self.training_pass_batches(max_batches)
         with progress_bar(f"variance probe ({stage})", total=total, enabled=self.progress) as bar, \
                 autocast(self.model, self.bf16):
-            table = measure_variance_shift(self.model, CountedPasses(self.training_pass(), bar),
-                                           max_batches=max_batches)
+            batches = CountedPasses(self.training_pass(), bar)
+            training = training or training_pass(self.model, batches, max_batches)
+            channels = measure_variance_shift(self.model, batches, per_channel=True, max_batches=max_batches,
+                                              training=training)
+        table = layer_table(channels)
         self.stop_if_diverged(guards.non_finite_probe(table, stage))
-        self.recorder.log_variance(table, stage, self.epoch)
-        return table
+        self.recorder.log_variance(table, stage, self.epoch, channels if self.cfg["probe"]["per_channel"] else None)
+        return table, training
 
     def recalibrate(self) -> None:
         max_batches = self.cfg["probe"]["recalibrate_batches"]
@@ -232,7 +237,7 @@ class Trainer:
         every = self.cfg["probe"]["every"]
         if every and self.epoch % every == 0 and self.epoch < self.cfg["trainer"]["epochs"]:
             row["train_eval_acc"] = self.train_eval_accuracy()
-            row["mean_shift"] = float(self.measure_shift("probe")["shift"].mean())
+            row["mean_shift"] = float(self.measure_shift("probe")[0]["shift"].mean())
         self.wall_time += time.perf_counter() - start
         self.keep_epoch(row)
         log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
@@ -255,7 +260,8 @@ class Trainer:
         start = time.perf_counter()
         test_acc = self.recorder.epochs[-1]["test_acc"]
         train_eval_acc = self.train_eval_accuracy()
-        final = self.measure_shift("final")["shift"]
+        table, training = self.measure_shift("final")
+        final = table["shift"]
         summary = {"status": "complete", "epochs": self.epoch, "stopped_early": self.stopped_early,
                    "test_acc": test_acc, "test_error": 100.0 - test_acc, "best_test_acc": self.best_test_acc,
                    "train_eval_acc": train_eval_acc, "train_acc": self.recorder.epochs[-1]["train_acc"],
@@ -269,7 +275,8 @@ class Trainer:
             recal = self.evaluate_test_per_class("test, BN recalibrated")
             summary.update(test_acc_recalibrated=recal.acc, test_error_recalibrated=100.0 - recal.acc,
                            test_acc_recalibrated_per_class=recal.per_class,
-                           mean_shift_recalibrated=float(self.measure_shift("recalibrated")["shift"].mean()))
+                           mean_shift_recalibrated=float(
+                               self.measure_shift("recalibrated", training)[0]["shift"].mean()))
             if recal.top5_acc is not None:
                 summary.update(test_top5_acc_recalibrated=recal.top5_acc,
                                test_top5_error_recalibrated=100.0 - recal.top5_acc)
@@ -364,6 +371,8 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
     a complete run is recognised without writing anything (even on a read-only file system).
     ``stop_with_parent``: stop (``ParentExited``, keeping the last checkpoint) once the process that called this
     one has exited, so that the workers of a killed multirun do not train on.
+    A sweep's job whose training is complete in a sweep beside it starts from that run's last checkpoint
+    (:mod:`varshift.training.reuse`).
     """
     run_dir = Path(run_dir)
     parent_pid = os.getppid() if stop_with_parent else None
@@ -376,6 +385,7 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
             return summary
         (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a diverged run's, retried: the run is in progress
         remove_stale_temporary_files(run_dir)
+        reuse.start_from_same_computation(cfg, run_dir)
         with console_fallback(logging.getLogger("varshift")):
             trainer = Trainer(cfg, run_dir, parent_pid=parent_pid)
             try:

@@ -4,6 +4,7 @@ the statistics over seeds a reviewer asks for."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,19 @@ SMOKE = ("trainer.epochs=2", "trainer.threads=1", "model.kwargs.channels=[4,8]",
          "probe.every=1", "probe.per_channel=true")
 SETTINGS = {"none": ("dropout=none",), "bn": ("dropout.position=before_bn",),
             "conv": ("dropout.position=before_conv",)}
+
+
+def cells(row: str) -> list[str]:
+    """The cells of a Markdown table row (an escaped "\\|" stays inside its cell)."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
+def assert_cells_line_up(markdown: str) -> None:
+    """Every row of each Markdown table has the header's number of cells (a bare "|" in a label ends a cell)."""
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert rows
+    counts = {len(cells(row)) for row in rows}
+    assert len(counts) == 1, f"rows of {sorted(counts)} cells"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +65,7 @@ def test_the_decomposition_multiplies_back_to_each_layers_shift(sweep, tmp_path)
     assert layers.loc[~layers["feed"].isin(["direct", "weight"]), "theory"].isna().all()
     table = (tmp_path / "decomposition.md").read_text()
     assert "| direct |" in table and "| weight |" in table and "theory x chain" in table
+    assert_cells_line_up(table)
 
 
 def test_the_shift_over_training_has_every_probed_epoch_of_every_layer(sweep, tmp_path):
@@ -61,8 +76,10 @@ def test_the_shift_over_training_has_every_probed_epoch_of_every_layer(sweep, tm
     assert (per_run["layer"].nunique() == 3).all()  # the small CNN's three BN layers
     # epoch 1 is the probe during training, epoch 2 the final probe
     assert set(plotted.loc[plotted["epoch"] == 1, "stage"]) == {"probe"}
-    lines = [line for line in (tmp_path / "shift_over_training.md").read_text().splitlines() if "fashion_mnist" in line]
-    epochs = [line.split("|")[5].strip() for line in lines]  # network | panel | dropout | epoch | ...
+    table = (tmp_path / "shift_over_training.md").read_text()
+    assert_cells_line_up(table)
+    # cells: network, panel, dropout, epoch, ...
+    epochs = [cells(line)[3] for line in table.splitlines() if "fashion_mnist" in line]
     assert sorted(epochs) == ["1"] * 4 + ["2"] * 4  # four curves (the no-dropout run in both panels), two epochs
 
 
@@ -100,4 +117,7 @@ def test_paper_tables_write_their_statistics_beside_them(sweep, tmp_path):
     statistics = pd.read_csv(tmp_path / "theory_vs_measured_table_stats.csv")
     assert {"ci_low", "ci_high", "difference", "within_noise"} <= set(statistics.columns)
     assert (statistics["n"] == 1).all() and statistics["ci_low"].isna().all()  # one seed: no interval
-    assert "paired difference to no dropout" in (tmp_path / "theory_vs_measured_table_stats.md").read_text()
+    table = (tmp_path / "theory_vs_measured_table_stats.md").read_text()
+    assert "paired difference to no dropout" in table
+    assert_cells_line_up(table)
+    assert_cells_line_up((tmp_path / "theory_vs_measured_table.md").read_text())

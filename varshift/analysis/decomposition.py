@@ -29,6 +29,7 @@ import seaborn as sns
 
 from varshift.analysis.figures import final_variance
 from varshift.analysis.labels import caption
+from varshift.analysis.markdown import markdown_table
 from varshift.analysis.plotting import integer_ticks, labelled, save_figure, with_title
 from varshift.analysis.stats import interval
 from varshift.io import atomic_write_text
@@ -111,7 +112,7 @@ def decomposition(runs: pd.DataFrame, out: str | Path) -> list[Path]:
             "weight layer); chain: the training-time variance of the layer's input without its dropouts' noise over "
             "its test-time variance; downstream: reached otherwise, no closed form. Mean ± sd over seeds.")
     markdown = (f"**{title}**\n\n"
-                f"{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n")
+                f"{markdown_table(table)}\n\n{note}\n")
     columns = ["run_dir", "seed", "network", "panel", "dropout", "layer", "name", "feed", "sources", "shift",
                "moving_var", "real_var", "clean_var", "noise_predicted", "noise_measured", "ratio", "theory", "chain",
                "predicted_moving", "moving_error"]

@@ -18,6 +18,7 @@ import seaborn as sns
 from varshift.analysis.collect import DamagedFile, collect_records, complete_text, setting_columns, skip
 from varshift.analysis.figures import SHIFT_LABEL
 from varshift.analysis.labels import caption
+from varshift.analysis.markdown import markdown_table
 from varshift.analysis.plotting import integer_ticks, labelled, log_scale_if_wide, save_figure, seed_spread, with_title
 from varshift.analysis.stats import interval
 from varshift.io import atomic_write_text
@@ -68,7 +69,7 @@ def shift_over_training(runs: pd.DataFrame, out: str | Path) -> list[Path]:
     title = caption("shift-over-training", runs, "mean over BN layers of the shift after each probed epoch (mean ± sd "
                                                  "over seeds)")
     markdown = (f"**{title}**\n\n"
-                f"{table.to_markdown(index=False, disable_numparse=True)}\n")
+                f"{markdown_table(table)}\n")
     plotted = data[["run_dir", "seed", *SETTING, "stage", "epoch", "layer", "name", "shift"]]
     return [*save_figure(grid.figure, plotted, out, "shift_over_training"),
             atomic_write_text(Path(out) / "shift_over_training.md", markdown)]

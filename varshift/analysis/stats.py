@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from varshift.analysis.markdown import markdown_table
 from varshift.io import atomic_write_text
 
 CONFIDENCE = 0.95
@@ -91,7 +92,7 @@ def statistics_markdown(table: pd.DataFrame, keys: Sequence[str], title: str, de
                       "paired difference to no dropout [95 % interval]": difference})
     note = ("Over seeds: mean ± sample sd [95 % t-interval of the mean]; the difference to the no-dropout runs of the "
             "same seeds, seed by seed, with its 95 % t-interval: inside seed noise when the interval holds 0.")
-    return f"**{title}**\n\n{pd.DataFrame(lines).to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
+    return f"**{title}**\n\n{markdown_table(pd.DataFrame(lines))}\n\n{note}\n"
 
 
 def write_statistics(runs: pd.DataFrame, keys: Sequence[str], value: str, out: str | Path, stem: str, title: str,

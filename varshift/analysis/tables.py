@@ -28,6 +28,7 @@ from varshift.analysis.labels import (
     sort_settings,
     value_text,
 )
+from varshift.analysis.markdown import markdown_table
 from varshift.analysis.paper import paper_reference
 from varshift.analysis.stats import write_statistics
 from varshift.io import atomic_write_text
@@ -175,7 +176,7 @@ def table(df: pd.DataFrame, rows: Sequence[str], columns: Sequence[str], value: 
             + "–: no runs.")
     wide = render(stats, rows, columns, value, decimals, reference_label, df)
     heading = f"**{title}**\n\n" if title else ""
-    markdown = f"{heading}{wide.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
+    markdown = f"{heading}{markdown_table(wide)}\n\n{note}\n"
     escaped = wide.map(latex_escape).rename(columns=latex_escape)
     latex = escaped.to_latex(index=False, escape=False,
                              caption=latex_escape(f"{title}. {note}" if title else note))

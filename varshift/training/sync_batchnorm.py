@@ -1,7 +1,7 @@
 """BN statistics of the global batch in data-parallel training (``trainer.sync_bn``): torch's SyncBatchNorm, on CPU
 processes too, and per process on request.
 
-:func:`synchronised` converts every BN layer of a network with torch's converter (timm's for timm's BN + activation
+:func:`synchronise` converts every BN layer of a network with torch's converter (timm's for timm's BN + activation
 layers, which torch's would strip of their activation) and gives the converted layers varshift's
 :class:`SyncBatchNorm` behaviour, which only adds to torch's:
 
@@ -86,9 +86,14 @@ def convertible_types() -> tuple[type, ...]:
     return PLAIN_BN + ((timm_layers.BatchNormAct2d,) if timm_layers is not None else ())
 
 
-def synchronised(model: nn.Module) -> nn.Module:
-    """``model`` with every BN layer synchronised across the processes of the default group (module docstring).
+def synchronise(model: nn.Module) -> None:
+    """Synchronise every BN layer of ``model`` across the processes of the default group (module docstring), in
+    place: the converters replace the layers inside the network, keeping their parameters and buffers, so a
+    DistributedDataParallel that wraps ``model`` already trains the converted network. (DDP refuses to wrap torch's
+    SyncBatchNorm on CPU, which varshift's layers synchronise over gloo: on CPU processes convert after wrapping.)
     ValueError naming a BN layer of another kind, which a converter would turn into a plain SyncBatchNorm."""
+    if isinstance(model, _BatchNorm):
+        raise ValueError("a network that is a single BN layer cannot be synchronised in place")
     layers = [(name, module) for name, module in model.named_modules() if isinstance(module, _BatchNorm)]
     others = [f"{name} ({type(module).__name__})" for name, module in layers
               if type(module) not in convertible_types()]
@@ -97,12 +102,11 @@ def synchronised(model: nn.Module) -> nn.Module:
                          f"{', '.join(others)}; torch's BatchNorm1d/2d/3d and timm's BatchNormAct2d can")
     timm_layers = sys.modules.get("timm.layers")
     convert = timm_layers.convert_sync_batchnorm if timm_layers is not None else nn.SyncBatchNorm.convert_sync_batchnorm
-    model = convert(model)
+    convert(model)
     for module in model.modules():
         if isinstance(module, nn.SyncBatchNorm):
             # varshift's class adds a forward and no state: the layer keeps its parameters, buffers and hooks
             module.__class__ = with_varshift_forward(type(module))
-    return model
 
 
 @contextlib.contextmanager

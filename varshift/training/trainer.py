@@ -60,7 +60,7 @@ from varshift.training.setup import (
     switch_on,
     versions,
 )
-from varshift.training.sync_batchnorm import per_process_statistics, synchronised
+from varshift.training.sync_batchnorm import per_process_statistics, synchronise
 
 log = logging.getLogger(__name__)
 STATE_KEYS = ("epoch", "best_val_acc", "epochs_without_improvement", "stopped_early", "best_test_acc", "wall_time")
@@ -123,13 +123,13 @@ class Trainer:
         self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
                                  dropout=cfg["dropout"], position=cfg["dropout"]["position"],
                                  **cfg["model"]["kwargs"]).to(self.device, memory_format=layout)
-        if trainer["sync_bn"] and ranks.distributed:
-            self.model = synchronised(self.model)
         self.forward = self.model
         if ranks.distributed:
             # every process holds the same BN statistics after each epoch (Group.broadcast_buffers), not at each step
             device_ids = [self.device] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=device_ids, forward_sync_buffers=False)
+            if trainer["sync_bn"]:
+                synchronise(self.model)  # in place, once wrapped (sync_batchnorm.synchronise: CPU processes)
         if trainer["compile"]:
             self.forward = torch.compile(self.forward)
         if not ranks.main:  # dropout noise of its own (rank 0's is that of a run of one process)

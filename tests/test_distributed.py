@@ -32,16 +32,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def torchrun(fashion_root: Path, *overrides: str, cwd: Path | None = None) -> subprocess.Popen:
-    """``varshift-train`` on 2 CPU processes, in a session of its own (so that the whole job can be killed)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               "-m", "varshift.cli", "scale=smoke", "trainer.threads=1", "trainer.device=cpu",
-               f"dataset.root={fashion_root}", "dataset.download=false", *overrides]
+def varshift_train(launcher: list[str], fashion_root: Path, *overrides: str,
+                   cwd: Path | None = None) -> subprocess.Popen:
+    """``varshift-train`` at smoke scale on CPU, started by ``launcher``, in a session of its own (so that the whole
+    job can be killed)."""
+    command = [*launcher, "scale=smoke", "trainer.threads=1", "trainer.device=cpu", f"dataset.root={fashion_root}",
+               "dataset.download=false", *overrides]
     env = {key: value for key, value in os.environ.items()
            if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(HYDRA_FULL_ERROR="0", VARSHIFT_DEBUG="0", OMP_NUM_THREADS="1")
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=cwd, start_new_session=True)
+
+
+def torchrun(fashion_root: Path, *overrides: str, cwd: Path | None = None) -> subprocess.Popen:
+    """``torchrun --nproc_per_node=2 varshift-train ...``: 2 CPU processes."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+                "-m", "varshift.cli"]
+    return varshift_train(launcher, fashion_root, *overrides, cwd=cwd)
+
+
+def submitit_job(fashion_root: Path, run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """A sweep of one job of 2 tasks on this machine (submitit's local executor, as SLURM runs a job): its run in
+    ``run_dir``."""
+    launcher = [sys.executable, "-m", "varshift.cli", "-m", "hydra/launcher=submitit_local",
+                "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={run_dir.parent}",
+                f"hydra.sweep.subdir={run_dir.name}"]
+    return varshift_train(launcher, fashion_root, *overrides)
 
 
 def finished(process: subprocess.Popen) -> str:
@@ -141,9 +158,17 @@ def test_two_processes_with_sync_bn_train_as_one_and_probe_the_whole_training_se
 
 def test_a_killed_process_stops_the_job_and_resumes_as_an_uninterrupted_run_so_does_a_killed_job(fashion_root,
                                                                                                   tmp_path):
+    """The uninterrupted run is a submitit job of 2 tasks; the interrupted one, resumed twice, torchrun's."""
     overrides = ["trainer.epochs=4", "trainer.collective_timeout_s=10"]
-    uninterrupted = tmp_path / "uninterrupted"
-    finished(torchrun(fashion_root, *overrides, f"hydra.run.dir={uninterrupted}"))
+    # The uninterrupted run: a job of 2 tasks started by submitit (hydra/launcher=slurm_ddp's path, on this machine),
+    # one data-parallel run whose rank 0 alone writes. The same run as torchrun's: the epoch's order and every
+    # process's slice depend on the seed and the ranks alone.
+    uninterrupted = tmp_path / "sweep" / "uninterrupted"
+    finished(submitit_job(fashion_root, uninterrupted, *overrides))
+    assert load_checkpoint(uninterrupted / checkpoint.CHECKPOINT)["hardware"]["processes"] == 2
+    task_logs = sorted((uninterrupted.parent / ".submitit").glob("*/*_log.out"))  # <job>_<task>_log.out
+    assert [path.name.split("_")[1] for path in task_logs] == ["0", "1"]
+    assert ["training in" in path.read_text() for path in task_logs] == [True, False]
 
     run_dir = tmp_path / "run"
     # (c) rank 1 killed in epoch 2: the job ends instead of waiting on it (torchrun's agent stops rank 0; a

@@ -196,3 +196,23 @@ def test_a_killed_process_stops_the_job_and_resumes_as_an_uninterrupted_run_so_d
     assert metrics_without_timing(run_dir) == metrics_without_timing(uninterrupted)
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "variance.csv"), pd.read_csv(uninterrupted / "variance.csv"))
     assert summary_without_timing(run_dir) == summary_without_timing(uninterrupted)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_torchrun_rank_0_alone_judges_a_sweep(make_config, tmp_path, monkeypatch, rank):
+    """A process other than rank 0 may end its last job before rank 0 writes that job's summary: it must not fail the
+    command for a job it sees unfinished (rank 0 judges, and fails it if it is)."""
+    from varshift.sweep import CheckedLaunch, Job
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    launch = CheckedLaunch()
+    launch.jobs = [Job("seed=0", tmp_path / "seed=0", make_config())]  # its summary not written yet
+    launch.sweep_dir = tmp_path
+    CheckedLaunch.launched = launch
+    if rank == 0:
+        with pytest.raises(SystemExit):
+            launch.on_multirun_end(config=None)
+    else:
+        launch.on_multirun_end(config=None)
+    assert CheckedLaunch.launched is None

@@ -218,7 +218,14 @@ class CheckedLaunch(Callback):
         CheckedLaunch.launched = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if CheckedLaunch.launched is self and not self.report():
+        if CheckedLaunch.launched is not self:
+            return
+        if not environment_ranks().main:
+            # under torchrun rank 0 judges the sweep, and its status is the command's: this process may end its last
+            # job before rank 0 has written that job's summary
+            CheckedLaunch.launched = None
+            return
+        if not self.report():
             raise SystemExit(1)
 
     def outcome(self, job: Job, interrupted: bool) -> tuple[str, str]:

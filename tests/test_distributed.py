@@ -90,14 +90,22 @@ def wait_for_epochs(process: subprocess.Popen, run_dir: Path, epochs: int) -> No
         time.sleep(0.05)
 
 
-def worker_pid(agent: subprocess.Popen, rank: int) -> int:
-    """The pid of the process of ``rank`` that torchrun's agent started."""
-    children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+def task_pid(sweep_dir: Path, task: int) -> int:
+    """The pid of ``task`` of the one submitit job of the sweep in ``sweep_dir``: a child of the job's controller,
+    whose pid names the job's folder."""
+    controller = next(path.name for path in (sweep_dir / ".submitit").iterdir() if path.name.isdigit())
+    children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
     for child in children:
-        environment = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        if f"RANK={rank}".encode() in environment:
+        if f"SUBMITIT_LOCAL_GLOBALID={task}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
             return int(child)
-    raise AssertionError(f"no process of rank {rank} among {children}")
+    raise AssertionError(f"no task {task} among {children}")
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"  # not exited
+    except FileNotFoundError:
+        return False
 
 
 def model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -156,36 +164,40 @@ def test_two_processes_with_sync_bn_train_as_one_and_probe_the_whole_training_se
         assert summary_two[key] == pytest.approx(summary_one[key], rel=1e-6), key
 
 
-def test_a_killed_process_stops_the_job_and_resumes_as_an_uninterrupted_run_so_does_a_killed_job(fashion_root,
-                                                                                                  tmp_path):
-    """The uninterrupted run is a submitit job of 2 tasks; the interrupted one, resumed twice, torchrun's."""
-    overrides = ["trainer.epochs=4", "trainer.collective_timeout_s=10"]
-    # The uninterrupted run: a job of 2 tasks started by submitit (hydra/launcher=slurm_ddp's path, on this machine),
-    # one data-parallel run whose rank 0 alone writes. The same run as torchrun's: the epoch's order and every
-    # process's slice depend on the seed and the ranks alone.
-    uninterrupted = tmp_path / "sweep" / "uninterrupted"
-    finished(submitit_job(fashion_root, uninterrupted, *overrides))
-    assert load_checkpoint(uninterrupted / checkpoint.CHECKPOINT)["hardware"]["processes"] == 2
-    task_logs = sorted((uninterrupted.parent / ".submitit").glob("*/*_log.out"))  # <job>_<task>_log.out
+def test_a_killed_process_ends_the_job_which_resumes_as_an_uninterrupted_run_so_does_a_job_killed_whole(
+        fashion_root, tmp_path):
+    """A submitit job of 2 tasks (the path of hydra/launcher=slurm_ddp, on this machine) loses a task; torchrun
+    resumes its run, is killed -9 whole, and resumes it to the end of an uninterrupted torchrun run."""
+    collective_timeout_s = 10
+    overrides = ["trainer.epochs=4", f"trainer.collective_timeout_s={collective_timeout_s}"]
+    uninterrupted = tmp_path / "uninterrupted"
+    finished(torchrun(fashion_root, *overrides, f"hydra.run.dir={uninterrupted}"))
+
+    # (c) task 1 killed in epoch 2: nothing stops task 0 but its own collectives, which fail on the dead peer (or wait
+    # collective_timeout_s at most) instead of hanging
+    run_dir = tmp_path / "sweep" / "run"
+    job = submitit_job(fashion_root, run_dir, *overrides)
+    wait_for_epochs(job, run_dir, 1)
+    survivor = task_pid(run_dir.parent, 0)
+    os.kill(task_pid(run_dir.parent, 1), signal.SIGKILL)
+    killed = time.monotonic()
+    while running(survivor) and time.monotonic() - killed < collective_timeout_s + 10:
+        time.sleep(0.05)
+    waited = time.monotonic() - killed
+    print(f"task 0 ended {waited:.1f} s after task 1 was killed")
+    assert not running(survivor)
+    os.killpg(job.pid, signal.SIGKILL)  # the sweep would notice the job's end at submitit's next poll, seconds later
+    job.communicate(timeout=LAUNCH_TIMEOUT_S)
+    kept = kept_epochs(run_dir)
+    assert 1 <= kept < 4
+    # one data-parallel run, whose rank 0 alone wrote (each task's log is <job>_<task>_log.out)
+    assert load_checkpoint(run_dir / checkpoint.CHECKPOINT)["hardware"]["processes"] == 2
+    task_logs = sorted((run_dir.parent / ".submitit").glob("*/*_log.out"))
     assert [path.name.split("_")[1] for path in task_logs] == ["0", "1"]
     assert ["training in" in path.read_text() for path in task_logs] == [True, False]
 
-    run_dir = tmp_path / "run"
-    # (c) rank 1 killed in epoch 2: the job ends instead of waiting on it (torchrun's agent stops rank 0; a
-    # collective waits collective_timeout_s at most)
-    job = torchrun(fashion_root, *overrides, f"hydra.run.dir={run_dir}")
-    wait_for_epochs(job, run_dir, 1)
-    os.kill(worker_pid(job, 1), signal.SIGKILL)
-    killed = time.monotonic()
-    output, _ = job.communicate(timeout=LAUNCH_TIMEOUT_S)
-    waited = time.monotonic() - killed
-    print(f"the job ended {waited:.1f} s after rank 1 was killed")
-    assert job.returncode != 0, output
-    assert waited < 10 + 20, output  # collective_timeout_s, and torchrun's grace before it kills what is left
-    kept = kept_epochs(run_dir)
-    assert 1 <= kept < 4
-
-    # (d) the whole job killed -9 after its resumed run kept another epoch
+    # (d) torchrun resumes the run (the same data and slices whichever launcher started it) and is killed -9 whole
+    # once it kept another epoch
     job = torchrun(fashion_root, *overrides, f"hydra.run.dir={run_dir}")
     wait_for_epochs(job, run_dir, kept + 1)
     os.killpg(job.pid, signal.SIGKILL)

@@ -228,3 +228,17 @@ def test_under_torchrun_rank_0_alone_judges_a_sweep(make_config, tmp_path, monke
     else:
         launch.on_multirun_end(config=None)
     assert CheckedLaunch.launched is None
+
+
+def test_a_process_waits_for_the_others_collective_timeout_s_at_most():
+    """Rank 0 of 2 whose partner never comes (a hung or lost process) gives up after trainer.collective_timeout_s
+    instead of torch's default of 30 minutes: the timeout reaches the group, whose collectives wait as long."""
+    script = ("from varshift.training import distributed\n"
+              "distributed.start({'device': 'cpu', 'collective_timeout_s': 2})\n")
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    waited = time.monotonic() - started
+    assert result.returncode != 0
+    assert "Timed out after 3 seconds waiting for clients. 1/2 clients joined" in result.stderr, result.stderr
+    assert waited < 60, waited  # torch's import and the 2 s (rounded up to 3), nowhere near 30 minutes

@@ -70,7 +70,8 @@ def main(experiment: str, artifacts: Sequence[str], extra_sweeps: Sequence[Seque
     parser.add_argument("--seeds", type=seed_list,
                         help="seeds to sweep, comma-separated: 0,1,2 (default: the preset's)")
     parser.add_argument("--launcher", help="Hydra launcher: local (joblib, 2 parallel jobs), slurm (one SLURM job "
-                                           "per run), submitit_local (the SLURM path on this machine)")
+                                           "per run), slurm_ddp (one SLURM job per run, data-parallel on "
+                                           "several GPUs), submitit_local (the SLURM path on this machine)")
     parser.add_argument("--skip-training", action="store_true", help="only run the analysis of existing runs")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.epochs=2")

@@ -98,6 +98,8 @@ def test_table3_from_the_same_runs_has_errors_before_and_after_recalibration(fig
 
 @pytest.mark.parametrize("launcher,target,settings", [
     ("slurm", "SlurmLauncher", {"gpus_per_node": 1, "max_num_timeout": 5}),
+    # data-parallel: one task per GPU (tasks_per_node follows gpus_per_node)
+    ("slurm_ddp", "SlurmLauncher", {"nodes": 1, "gpus_per_node": 8, "tasks_per_node": 8}),
     ("local", "JoblibLauncher", {"n_jobs": 2}),
 ])
 def test_launchers_compose_with_one_folder_per_setting(launcher, target, settings):

@@ -13,7 +13,8 @@ The helpers (:func:`batchnorm_layers`, :func:`preserved_modes`, :func:`preserved
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 Layers = list[tuple[str, _BatchNorm]]  # (qualified name, module)
+# Data-parallel passes: a function that returns the object each process passes it, in rank order
+# (varshift.training.distributed.Group.gather, torch.distributed.all_gather_object)
+Gather = Callable[[Any], list]
 
 
 def batchnorm_layers(model: nn.Module) -> Layers:
@@ -90,20 +94,25 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def model_inputs(batches: Iterable, device: torch.device,
-                 max_batches: int | None = None) -> Iterator[torch.Tensor]:
+def model_inputs(batches: Iterable, device: torch.device, max_batches: int | None = None, *,
+                 required: bool = True) -> Iterator[torch.Tensor]:
     """The model input ``x`` of each batch (an ``(x, y)`` tuple or a bare tensor ``x``), on ``device``.
 
-    Stops after ``max_batches`` batches (None: all); ValueError if ``batches`` gives no batch at all.
-    ``max_batches`` is checked here, before the first batch is drawn.
+    Stops after ``max_batches`` batches (None: all); ValueError if ``batches`` gives no batch at all, unless not
+    ``required`` (a process's share of a data-parallel pass may be empty). ``max_batches`` is checked here, before the
+    first batch is drawn.
     """
     if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
                                     or max_batches < 1):
         raise ValueError(f"max_batches must be None (all batches) or an integer >= 1, got {max_batches!r}")
-    return _inputs(batches, device, max_batches)
+    return _inputs(batches, device, max_batches, required)
 
 
-def _inputs(batches: Iterable, device: torch.device, max_batches: int | None) -> Iterator[torch.Tensor]:
+NO_BATCH = "batches gave no batch; pass a non-empty re-iterable of (x, y) tuples or tensors"
+
+
+def _inputs(batches: Iterable, device: torch.device, max_batches: int | None,
+            required: bool) -> Iterator[torch.Tensor]:
     count = 0
     for batch in batches:
         if count == max_batches:
@@ -114,12 +123,13 @@ def _inputs(batches: Iterable, device: torch.device, max_batches: int | None) ->
                              "tuple whose first item is a tensor")
         count += 1
         yield x.to(device)
-    if count == 0:
-        raise ValueError("batches gave no batch; pass a non-empty re-iterable of (x, y) tuples or tensors")
+    if count == 0 and required:
+        raise ValueError(NO_BATCH)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> nn.Module:
+def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int | None = None, *,
+                   gather: Gather | None = None) -> nn.Module:
     """Re-estimate the running mean and variance of every BN layer from ``batches``, dropout off.
 
     The running statistics are reset and replaced by the cumulative average over the batches (what a
@@ -130,9 +140,13 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int | None 
 
     ``batches``: a re-iterable of ``(x, y)`` tuples or of tensors ``x`` (moved to the model's device);
     ``max_batches``: use only the first ones (None: all). Returns ``model``.
+
+    ``gather``: with several processes, each passing its share of the batches (data-parallel training), the function
+    that collects every process's statistics (:data:`Gather`): every process then holds the cumulative average over
+    all their batches, each process's averages weighted by its number of batches. A process's share may be empty.
     """
     layers = tracked_batchnorm_layers(model)
-    inputs = model_inputs(batches, model_device(model), max_batches)
+    inputs = model_inputs(batches, model_device(model), max_batches, required=gather is None)
     with preserved_modes(model), preserved_momenta(layers), preserved_bn_buffers(layers, only_on_error=True):
         model.eval()
         for _, bn in layers:
@@ -141,4 +155,21 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, max_batches: int | None 
             bn.train()
         for x in inputs:
             model(x)
+        if gather is not None:
+            combine_cumulative_averages(layers, gather)
     return model
+
+
+def combine_cumulative_averages(layers: Layers, gather: Gather) -> None:
+    """Every layer's running statistics: the cumulative averages of all processes, weighted by their batch counts."""
+    local = [(int(bn.num_batches_tracked), bn.running_mean.double().cpu(), bn.running_var.double().cpu())
+             for _, bn in layers]
+    parts = gather(local)
+    for index, (_, bn) in enumerate(layers):
+        counts, means, variances = zip(*(part[index] for part in parts), strict=True)
+        total = sum(counts)
+        if total == 0:
+            raise ValueError(NO_BATCH)
+        bn.running_mean.copy_(sum(count * mean for count, mean in zip(counts, means, strict=True)) / total)
+        bn.running_var.copy_(sum(count * var for count, var in zip(counts, variances, strict=True)) / total)
+        bn.num_batches_tracked.fill_(total)

@@ -21,12 +21,18 @@ A run names its folder when it starts; Ctrl-C (SIGINT) or SIGTERM ends it with o
 command that resumes it, and exit status 130 or 143. ``experiment=<preset>`` without ``-m`` is refused with the
 commands that run the preset's sweep.
 
+Data-parallel training: ``torchrun --nproc_per_node=N --no-python varshift-train <overrides>`` (or a SLURM job of
+``hydra/launcher=slurm_ddp``) starts one process per GPU; each composes the same config and run directory (the
+folder's time is the launch's, :func:`varshift.processes.launch_time`), rank 0 writes it, its log and its report, and
+the others report nothing that rank 0 reports.
+
 Torch is imported when a run starts, not before: ``--help`` and ``--presets`` answer at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shlex
@@ -42,9 +48,10 @@ from omegaconf import DictConfig
 
 from varshift.checks import refuse
 from varshift.config import register_schema, to_plain
-from varshift.errors import RunInterrupted
+from varshift.errors import RunInterrupted, as_echo, is_echo
 from varshift.paths import CONF_SEARCH_PATH, conf_options
 from varshift.presets import preset_command, preset_lines
+from varshift.processes import environment_ranks, launched_by_torchrun
 from varshift.user_errors import reported_user_errors, request_tracebacks
 
 PROG = "varshift-train"
@@ -57,19 +64,27 @@ def train(settings: dict, run_dir: Path, in_sweep: bool) -> tuple[dict, Path]:
     that holds the complete run of the same setting and seed."""
     from varshift.identity import SUMMARY_FILE, complete_twin
     from varshift.rundir import read_run_file
-    from varshift.training import run
+    from varshift.training import distributed, run
 
     hydra_config = HydraConfig.get()
-    # a folder with a summary of its own is for run() to judge (complete, diverged, damaged)
-    unjudged = in_sweep and not (run_dir / SUMMARY_FILE).exists()
-    twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if unjudged else None
-    if twin is not None:
+
+    def twin_run() -> tuple[dict, Path] | None:
+        # a folder with a summary of its own is for run() to judge (complete, diverged, damaged)
+        unjudged = in_sweep and not (run_dir / SUMMARY_FILE).exists()
+        twin = complete_twin(run_dir, settings, Path(hydra_config.sweep.dir)) if unjudged else None
+        if twin is None:
+            return None
         print(f"{run_dir}: the same run (its setting and seed) is complete in {twin}; skipping it")
         with contextlib.suppress(OSError):  # the folder Hydra made for this job, unless something is in it
             run_dir.rmdir()
         return read_run_file(twin, SUMMARY_FILE), twin
-    in_joblib_worker = hydra_config.launcher._target_.endswith("JoblibLauncher")
-    return run(settings, run_dir, stop_with_parent=in_joblib_worker), run_dir
+
+    found = distributed.start(settings["trainer"]).shared(twin_run)  # rank 0 looks, the other processes follow
+    if found is not None:
+        return found
+    # the workers of a killed joblib sweep, the processes of a killed torchrun, stop instead of training on
+    watch_parent = hydra_config.launcher._target_.endswith("JoblibLauncher") or launched_by_torchrun()
+    return run(settings, run_dir, stop_with_parent=watch_parent), run_dir
 
 
 @hydra.main(version_base="1.3", config_path=CONF_SEARCH_PATH, config_name="config")
@@ -79,6 +94,9 @@ def train_app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    main_process = environment_ranks().main
+    if not main_process:
+        without_log_files(logging.getLogger())  # rank 0 alone writes the run's log
     # Reported here, not only in main: Hydra would print its own line about the failed job first. A job of a
     # sweep that fails or diverges says so in one line and returns NaN: the sweep goes on, and its last line
     # (varshift.sweep.CheckedLaunch) counts the job from what its run directory holds.
@@ -89,23 +107,39 @@ def train_app(cfg: DictConfig) -> float | None:
         except RunInterrupted as stop:
             restated = RunInterrupted(f"{stop}; resume it with: {resume_command(run_dir)}")
             restated.signum = stop.signum
-            raise restated from None
+            raise (as_echo(restated) if is_echo(stop) else restated) from None
         except TrainingDiverged as error:
             if not in_sweep:
                 raise
-            print(f"{PROG}: {error}", file=sys.stderr)
+            if not is_echo(error):
+                print(f"{PROG}: {error}", file=sys.stderr)
             return math.nan
-        print(f"{where}: test accuracy {summary['test_acc']:.2f}%"
-              + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
-                 if "test_acc_recalibrated" in summary else "")
-              + f", mean shift {summary['mean_shift']:.4f}")
+        if main_process:
+            print(f"{where}: test accuracy {summary['test_acc']:.2f}%"
+                  + (f", after BN recalibration {summary['test_acc_recalibrated']:.2f}%"
+                     if "test_acc_recalibrated" in summary else "")
+                  + f", mean shift {summary['mean_shift']:.4f}")
         return summary["test_acc"]
     return math.nan
 
 
+def without_log_files(logger: logging.Logger) -> None:
+    """``logger`` without its file handlers (Hydra's ``cli.log`` in the run directory)."""
+    for handler in [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def resume_command(run_dir: Path) -> str:
-    """The command that resumes this job's run: its folder and the job's overrides."""
-    return shlex.join([PROG, f"hydra.run.dir={run_dir}", *HydraConfig.get().overrides.task])
+    """The command that resumes this job's run: its folder and the job's overrides (under torchrun, as many
+    processes on each machine again)."""
+    command = [PROG, f"hydra.run.dir={run_dir}", *HydraConfig.get().overrides.task]
+    ranks = environment_ranks()
+    if launched_by_torchrun():
+        nodes = ranks.world_size // ranks.local_world_size
+        command = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []),
+                   f"--nproc_per_node={ranks.local_world_size}", "--no-python", *command]
+    return shlex.join(command)
 
 
 def refuse_a_preset_without_multirun(args: list[str]) -> None:
@@ -153,7 +187,8 @@ def reported_interrupt() -> Iterator[None]:
     try:
         yield
     except RunInterrupted as stop:
-        print(f"{PROG}: {stop}", file=sys.stderr)
+        if not is_echo(stop):
+            print(f"{PROG}: {stop}", file=sys.stderr)
         raise SystemExit(128 + getattr(stop, "signum", signal.SIGINT)) from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

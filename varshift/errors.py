@@ -26,3 +26,17 @@ class ParentExited(RuntimeError):
 class RunInterrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the run; it keeps the checkpoint of its last complete epoch and resumes from it
     when rerun in the same directory. A KeyboardInterrupt, so that it ends the run the way Ctrl-C does."""
+
+
+ECHO = "varshift_echo"
+
+
+def as_echo(error: BaseException) -> BaseException:
+    """``error`` as a process of a data-parallel run other than rank 0 raises it when rank 0 raises it too (rank 0
+    decided it, or every process reached it together): rank 0 reports it, the others end with it silently."""
+    setattr(error, ECHO, True)
+    return error
+
+
+def is_echo(error: BaseException) -> bool:
+    return getattr(error, ECHO, False)

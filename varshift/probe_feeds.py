@@ -189,6 +189,9 @@ def trace_feeds(model: nn.Module, x: Tensor) -> Feeds:
     return Feeds(sources, downstream, tracer.weight_sources)
 
 
+SUMMED = ("variance_sums", "sums", "square_sums")  # the tensors of ChannelMoments, per name
+
+
 class ChannelMoments:
     """Per name and channel (dimension 1): BN's variance estimate (the unbiased variance of each batch, averaged
     over the batches) and the count, sum and sum of squares of all values, in float64 on the input's device, so that
@@ -213,6 +216,25 @@ class ChannelMoments:
             self.variance_sums[name], self.sums[name], self.square_sums[name] = variance, count * mean, squares
         self.calls[name] = self.calls.get(name, 0) + 1
         self.counts[name] = self.counts.get(name, 0) + count
+
+    def on(self, device: torch.device) -> ChannelMoments:
+        """A copy with its sums on ``device``."""
+        return type(self).combined([self], device)
+
+    @classmethod
+    def combined(cls, parts: list[ChannelMoments], device: torch.device) -> ChannelMoments:
+        """The moments of all ``parts`` (passes over disjoint batches) together, on ``device``; names in the order the
+        parts first hold them."""
+        total = cls()
+        for part in parts:
+            for name, calls in part.calls.items():
+                sums = {key: getattr(part, key)[name].to(device) for key in SUMMED}
+                for key, value in sums.items():
+                    held = getattr(total, key)
+                    held[name] = held[name] + value if name in held else value.clone()
+                total.calls[name] = total.calls.get(name, 0) + calls
+                total.counts[name] = total.counts.get(name, 0) + part.counts[name]
+        return total
 
     def variance(self, name: str) -> Tensor:
         """BN's estimate: the average over calls of the per-batch unbiased variance."""
@@ -246,19 +268,23 @@ def plain_forward(layer: nn.Module, x: Tensor) -> Tensor:
     return type(layer).forward(layer, x)
 
 
+MOMENTS = ("inputs", "noisy", "clean", "fan_in")  # what a FeedRecorder sums over the pass
+
+
 class FeedRecorder:
     """Hooks for the training-mode pass that record what the theory of each fed BN layer needs (module docstring).
-    :meth:`start` traces the feeds on the pass's first input, before any hook is in place."""
+    :meth:`start` traces the feeds on the pass's first input, before any hook is in place. In a data-parallel pass
+    each process records its share, and :meth:`combine` adds up what all of them recorded."""
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.feeds = Feeds({}, set(), {})
+        self.traced = False
+        self.use(Feeds({}, set(), {}))
 
-    def start(self, x: Tensor) -> list:
-        """Trace the feeds on ``x`` and put the recording hooks in place; returns their handles."""
-        model, feeds = self.model, trace_feeds(self.model, x)
+    def use(self, feeds: Feeds) -> None:
+        """Record for the structure ``feeds`` from now on: its source dropouts and fed weight layers, nothing yet."""
+        modules = dict(self.model.named_modules())
         self.feeds = feeds
-        modules = dict(model.named_modules())
         self.dropouts = {source.dropout for sources in feeds.sources.values() for source in sources}
         self.dropout_modules = {name: modules[name] for name in self.dropouts}
         self.weights = {name: modules[name] for name in feeds.weight_sources
@@ -269,12 +295,34 @@ class FeedRecorder:
         self.fan_in = ChannelMoments()  # each fed weight layer: x' summed over each fan-in
         self.shapes: dict[str, torch.Size] = {}
         self._last_input: dict[str, Tensor] = {}
+
+    def start(self, x: Tensor) -> list:
+        """Trace the feeds on ``x`` and put the recording hooks in place; returns their handles."""
+        self.use(trace_feeds(self.model, x))
+        self.traced = True
         handles = []
         for name, module in self.dropout_modules.items():
             handles.append(module.register_forward_hook(self._dropout_hook(name)))
         for name, module in self.weights.items():
             handles.append(module.register_forward_hook(self._weight_hook(name, self.feeds.weight_sources[name])))
         return handles
+
+    def record(self) -> dict | None:
+        """What the pass recorded, on the CPU, for another process to add (None: no batch was passed here)."""
+        if not self.traced:
+            return None
+        return {"feeds": self.feeds, "shapes": self.shapes,
+                **{moments: getattr(self, moments).on(torch.device("cpu")) for moments in MOMENTS}}
+
+    def combine(self, records: list[dict | None], device: torch.device) -> None:
+        """Replace what this process recorded with the sum of ``records`` (every process's :meth:`record`, in rank
+        order; the feeds and input shapes are the same in each), on ``device``."""
+        recorded = [record for record in records if record is not None]
+        self.use(recorded[0]["feeds"])
+        self.traced = True
+        self.shapes = recorded[0]["shapes"]
+        for moments in MOMENTS:
+            setattr(self, moments, ChannelMoments.combined([record[moments] for record in recorded], device))
 
     def clear(self) -> None:
         self._last_input.clear()

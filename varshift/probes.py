@@ -41,6 +41,12 @@ And what the theory of the layer needs, from the training-mode pass (:mod:`varsh
 
 Variances use BN's own estimator: per batch the unbiased variance of each channel (over the batch, and over height
 and width for feature maps), then the cumulative average over batches.
+
+In data-parallel training each process passes its share of the batches, whole batches
+(:mod:`varshift.data.shards`), and ``gather`` collects what every process recorded: the sums and counts are added up,
+so every process gets the table of all the batches, what one process passing them all computes (up to the order of
+float64 additions). Synchronised BN layers must then normalise by each process's own batch
+(:func:`varshift.training.sync_batchnorm.per_process_statistics`), as BN does in one process.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ import torch
 from torch import nn
 
 from varshift.bn import (
+    NO_BATCH,
+    Gather,
     Layers,
     batchnorm_layers,
     model_device,
@@ -83,6 +91,14 @@ class InputStatistics(ChannelMoments):
         self.fed: dict[str, bool] = {}
         self.dropout_outputs: dict[str, torch.Tensor] = {}  # the last output of each dropout layer
 
+    @classmethod
+    def combined(cls, parts: list[InputStatistics], device: torch.device) -> InputStatistics:
+        total = super().combined(parts, device)
+        for part in parts:
+            for name, fed in part.fed.items():
+                total.fed[name] = total.fed.get(name, False) or fed
+        return total
+
     def dropout_hook(self, name: str):
         def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             self.dropout_outputs[name] = output
@@ -103,30 +119,47 @@ class InputStatistics(ChannelMoments):
 
 
 def input_statistics(model: nn.Module, layers: Layers, batches: Iterable, max_batches: int | None,
-                     feeds: FeedRecorder | None = None) -> InputStatistics:
+                     feeds: FeedRecorder | None = None, gather: Gather | None = None) -> InputStatistics:
     """One pass over ``batches`` in the model's current mode, recording the inputs of every BN layer (and, with
-    ``feeds``, what the theory of the fed layers needs)."""
+    ``feeds``, what the theory of the fed layers needs); with ``gather``, what every process recorded in its share of
+    the pass, added up (module docstring)."""
     recorder = InputStatistics()
-    inputs = model_inputs(batches, model_device(model), max_batches)
-    first = next(inputs)
-    handles = [] if feeds is None else feeds.start(first[:TRACE_SAMPLES])
-    handles += [bn.register_forward_pre_hook(recorder.bn_hook(name)) for name, bn in layers]
-    handles += [module.register_forward_hook(recorder.dropout_hook(name))
-                for name, module in model.named_modules() if isinstance(module, DROPOUT_TYPES)]
-    try:
-        for x in itertools.chain([first], inputs):
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        recorder.dropout_outputs.clear()
-        if feeds is not None:
-            feeds.clear()
+    device = model_device(model)
+    inputs = model_inputs(batches, device, max_batches, required=gather is None)
+    first = next(inputs, None)  # None only for a process whose share of a data-parallel pass is empty
+    if first is not None:
+        handles = [] if feeds is None else feeds.start(first[:TRACE_SAMPLES])
+        handles += [bn.register_forward_pre_hook(recorder.bn_hook(name)) for name, bn in layers]
+        handles += [module.register_forward_hook(recorder.dropout_hook(name))
+                    for name, module in model.named_modules() if isinstance(module, DROPOUT_TYPES)]
+        try:
+            for x in itertools.chain([first], inputs):
+                model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            recorder.dropout_outputs.clear()
+            if feeds is not None:
+                feeds.clear()
+    if gather is not None:
+        recorder = combined_records(recorder, feeds, gather, device)
     missing = [name for name, _ in layers if name not in recorder.calls]
     if missing:
         raise ValueError(f"BN layers never reached by the forward pass: {', '.join(missing)}; "
                          "measure_variance_shift needs every BN layer of the model on its forward path")
     return recorder
+
+
+def combined_records(recorder: InputStatistics, feeds: FeedRecorder | None, gather: Gather,
+                     device: torch.device) -> InputStatistics:
+    """The BN inputs (and the feeds' records, in place) of every process's share of a pass, added up."""
+    cpu = torch.device("cpu")
+    records = gather((recorder.on(cpu), None if feeds is None else feeds.record()))
+    if not any(statistics.calls for statistics, _ in records):
+        raise ValueError(NO_BATCH)
+    if feeds is not None:
+        feeds.combine([record for _, record in records], device)
+    return InputStatistics.combined([statistics for statistics, _ in records], device)
 
 
 def shift_of(real_var: np.ndarray, moving_var: np.ndarray) -> np.ndarray:
@@ -153,9 +186,11 @@ def checked_layers(model: nn.Module) -> Layers:
     return layers
 
 
-def training_pass(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> TrainingPass:
+def training_pass(model: nn.Module, batches: Iterable, max_batches: int | None = None, *,
+                  gather: Gather | None = None) -> TrainingPass:
     """The train-mode pass of :func:`measure_variance_shift` (dropout on, BN normalising with batch statistics, its
-    running statistics left as they were), with the feeds of every BN traced on the first batch's first samples."""
+    running statistics left as they were), with the feeds of every BN traced on the first batch's first samples;
+    ``gather`` as for :func:`measure_variance_shift`."""
     layers = checked_layers(model)
     device = model_device(model)
     feeds = FeedRecorder(model)
@@ -163,19 +198,21 @@ def training_pass(model: nn.Module, batches: Iterable, max_batches: int | None =
     # training epochs see
     with preserved_modes(model), preserved_bn_buffers(layers), torch.no_grad(), \
             torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        statistics = input_statistics(model.train(), layers, batches, max_batches, feeds)
+        statistics = input_statistics(model.train(), layers, batches, max_batches, feeds, gather)
     return TrainingPass(statistics, feeds)
 
 
 def measure_variance_shift(model: nn.Module, batches: Iterable, per_channel: bool = False,
-                           max_batches: int | None = None, training: TrainingPass | None = None) -> pd.DataFrame:
+                           max_batches: int | None = None, training: TrainingPass | None = None, *,
+                           gather: Gather | None = None) -> pd.DataFrame:
     """The variance shift of every BN layer of ``model``: one row per layer, in forward order.
 
     ``batches`` is a re-iterable (it is passed twice: eval mode, then train mode) of ``(x, y)``
     tuples or of tensors ``x``; ``x`` is moved to the model's device. For the paper's statistic, pass
     the training data with its augmentation. ``max_batches`` limits each pass to the first batches.
     ``training``: the :func:`training_pass` of these batches on this model (its parameters unchanged since), in
-    place of a new one.
+    place of a new one. ``gather``: in a data-parallel pass, where ``batches`` are this process's share, the function
+    that collects what every process recorded (:data:`varshift.bn.Gather`; the module's docstring).
 
     Returns the columns :data:`LAYER_COLUMNS` (see the module's docstring); with ``per_channel``, one row per layer
     and channel (:data:`CHANNEL_COLUMNS`), with the same quantities per channel (input_mean and source_mean are
@@ -187,8 +224,8 @@ def measure_variance_shift(model: nn.Module, batches: Iterable, per_channel: boo
     """
     layers = checked_layers(model)
     with preserved_modes(model), preserved_bn_buffers(layers), torch.no_grad():
-        real = input_statistics(model.eval(), layers, batches, max_batches)
-    training = training or training_pass(model, batches, max_batches)
+        real = input_statistics(model.eval(), layers, batches, max_batches, gather=gather)
+    training = training or training_pass(model, batches, max_batches, gather=gather)
     modules = dict(layers)
     names = list(real.calls)
     train = training.statistics

@@ -33,9 +33,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from varshift.checks import refuse
 from varshift.config import register_schema, to_plain, validate
 from varshift.identity import SUMMARY_FILE, complete_twin, readable_mapping, run_identity
 from varshift.paths import CONF_PACKAGE
+from varshift.processes import environment_ranks
 from varshift.user_errors import reported_user_errors, user_message
 
 PROG = "varshift-train"
@@ -201,17 +203,29 @@ class CheckedLaunch(Callback):
         stopped_on_error(lambda: self.plan(config))
 
     def plan(self, config: DictConfig) -> None:
+        launcher = str(config.hydra.launcher._target_)
+        if environment_ranks().distributed and not launcher.endswith("BasicLauncher"):
+            refuse("hydra/launcher", launcher.rsplit(".", 1)[-1],
+                   "the basic launcher under torchrun: its processes train each job of the sweep together, one job "
+                   "after another (hydra/launcher=slurm_ddp gives each job processes of its own on SLURM)")
         if not str(config.hydra.sweeper._target_).endswith("BasicSweeper"):
             return  # another sweeper chooses its jobs as it goes
         self.jobs = planned_jobs(config)
         refuse_repeated_runs(self.jobs)
-        if str(config.hydra.launcher._target_).endswith(LOCAL_LAUNCHERS):
+        if launcher.endswith(LOCAL_LAUNCHERS):
             check_data([job.config for job in self.jobs])
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         CheckedLaunch.launched = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if CheckedLaunch.launched is self and not self.report():
+        if CheckedLaunch.launched is not self:
+            return
+        if not environment_ranks().main:
+            # under torchrun rank 0 judges the sweep, and its status is the command's: this process may end its last
+            # job before rank 0 has written that job's summary
+            CheckedLaunch.launched = None
+            return
+        if not self.report():
             raise SystemExit(1)
 
     def outcome(self, job: Job, interrupted: bool) -> tuple[str, str]:
@@ -229,15 +243,17 @@ class CheckedLaunch(Callback):
         return ("interrupted", "") if job.run_dir.exists() else ("not started", "")
 
     def report(self, interrupted: bool = False) -> bool:
-        """Print the sweep's last line; whether every job completed."""
+        """Print the sweep's last line (rank 0, under torchrun); whether every job completed."""
         CheckedLaunch.launched = None
+        shown = environment_ranks().main
         by_kind: dict[str, list[str]] = {}
         for job in self.jobs:
             kind, detail = self.outcome(job, interrupted)
             by_kind.setdefault(kind, []).append((job.label or job.run_dir.name) + (f" ({detail})" if detail else ""))
         complete = len(by_kind.pop("complete", []))
         if not by_kind:
-            print(f"{PROG}: every job of the sweep in {self.sweep_dir} is complete ({complete} jobs)")
+            if shown:
+                print(f"{PROG}: every job of the sweep in {self.sweep_dir} is complete ({complete} jobs)")
             return True
         pieces = [f"{complete} of {len(self.jobs)} jobs of the sweep in {self.sweep_dir} are complete",
                   *(f"{kind}: {listed(labels)}" for kind, labels in by_kind.items())]
@@ -246,7 +262,8 @@ class CheckedLaunch(Callback):
         if "diverged" in by_kind:
             retry = continue_command(self.sweep_dir, "retry_diverged=true")
             pieces.append(f"to train the diverged ones again: {retry}")
-        print(f"{PROG}: " + "; ".join(pieces), file=sys.stderr)
+        if shown:
+            print(f"{PROG}: " + "; ".join(pieces), file=sys.stderr)
         return False
 
 

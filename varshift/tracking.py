@@ -87,11 +87,13 @@ def wandb_tags(config: dict) -> list[str]:
 
 
 class RunRecorder:
-    """Collects a run's epochs and variance tables, writes them to ``run_dir`` and to wandb."""
+    """Collects a run's epochs and variance tables, writes them to ``run_dir`` and to wandb; with ``writes`` false
+    (the processes of a data-parallel run other than rank 0) it only collects them."""
 
-    def __init__(self, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, *, writes: bool = True):
         self.run_dir = Path(run_dir)
         self.config = config
+        self.writes = writes
         self.epochs: list[dict] = []
         self.variance: list[dict] = []
         self.wandb_id: str | None = None  # the run's wandb run, once one was started
@@ -114,7 +116,7 @@ class RunRecorder:
     def start_wandb(self) -> None:
         settings = self.config["logger"]["wandb"]
         mode = wandb_mode(self.config["logger"])
-        if mode == "disabled":
+        if mode == "disabled" or not self.writes:
             return
         import wandb  # imported only when enabled: wandb is never needed for a run to work
 
@@ -187,6 +189,8 @@ class RunRecorder:
             self._log_variance_to_wandb(pd.DataFrame(rows), stage, epoch)
 
     def write_files(self) -> None:
+        if not self.writes:
+            return
         lines = "".join(strict_json(row, sort_keys=True) + "\n" for row in self.epochs)
         atomic_write_text(self.run_dir / "metrics.jsonl", lines)
         frame = pd.DataFrame(self.variance, columns=VARIANCE_COLUMNS)
@@ -196,9 +200,12 @@ class RunRecorder:
             atomic_write_text(self.run_dir / CHANNELS_FILE, frame.to_csv(index=False))
 
     def write_alignment(self, table: pd.DataFrame) -> None:
-        atomic_write_text(self.run_dir / "alignment.csv", table.to_csv(index=False))
+        if self.writes:
+            atomic_write_text(self.run_dir / "alignment.csv", table.to_csv(index=False))
 
     def write_summary(self, summary: dict) -> None:
+        if not self.writes:
+            return
         atomic_write_json(self.run_dir / "summary.json", summary)
         if self._wandb_run is not None:
             if "test_acc_recalibrated" in summary:

@@ -10,7 +10,8 @@ A run that stops itself (its training diverged, or the process that started it e
 way with exit status 1: its message already says what went bad, what was kept and what to do.
 
 In a job of a sweep the line is printed and the job ends instead of the process, so that the sweep goes on to
-its next job.
+its next job. In data-parallel training the processes other than rank 0 end silently with what rank 0 reports
+(:func:`varshift.errors.as_echo`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from collections.abc import Iterator
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from varshift.errors import DatasetCorruptedError, DatasetNotFoundError, ParentExited, RunDirInUse, TrainingDiverged
+from varshift.errors import (
+    DatasetCorruptedError,
+    DatasetNotFoundError,
+    ParentExited,
+    RunDirInUse,
+    TrainingDiverged,
+    is_echo,
+)
 from varshift.io import fault_message
 
 USER_ERRORS = (ValueError, DatasetNotFoundError, DatasetCorruptedError, RunDirInUse, OmegaConfBaseException)
@@ -82,6 +90,7 @@ def reported_user_errors(prog: str, in_sweep_job: bool = False) -> Iterator[None
             message, status = str(err), 1
         if message is None or os.environ.get(DEBUG_ENV) == "1":
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        if not is_echo(err):  # another process of a data-parallel run reports it
+            print(f"{prog}: error: {message}", file=sys.stderr)
         if not in_sweep_job:
             raise SystemExit(status) from None

@@ -33,7 +33,7 @@ SEED_KEY = "seed"
 # other kernels round differently. dataset.workers is: each image's augmentation is drawn from the seed, the epoch
 # and the image alone, whichever process decodes it.
 NEUTRAL_KEYS = ("logger", "trainer.progress", "dataset.root", "dataset.download", "dataset.verify", "dataset.workers",
-                "probe.per_channel", "retry_diverged")
+                "probe.per_channel", "retry_diverged", "trainer.collective_timeout_s")
 # Command-line overrides that only pick config groups whose values are in the config themselves, so they
 # add nothing to a sweep folder's name (hydra.job.config.override_dirname.exclude_keys).
 GROUP_SELECTORS = ("experiment", "scale", "logger", "hydra/launcher")

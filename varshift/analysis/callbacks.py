@@ -11,6 +11,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from varshift.processes import environment_ranks
 from varshift.tracking import read_summary
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 class RunReport(Callback):
     """Writes ``report.md`` (``varshift.analysis.report.write_run_report``) into the run directory of every job that
     completed its run: one that wrote a new summary.json with status complete. A skipped complete run, a refused
-    or failed one is left as it was. A report that cannot be written is a warning, never a failed job."""
+    or failed one is left as it was. A report that cannot be written is a warning, never a failed job. In
+    data-parallel training every process runs the job, and rank 0 alone writes its report."""
 
     def __init__(self) -> None:
         # keyed by run directory: the jobs of a multirun may share one callback object
@@ -43,6 +45,8 @@ class RunReport(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.runtime.output_dir)
         before = self.summary_before.pop(str(run_dir), None)
+        if not environment_ranks().main:
+            return
         try:
             if job_return.status != JobStatus.COMPLETED or file_identity(run_dir / SUMMARY) in (None, before):
                 return

@@ -21,6 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from varshift.processes import launch_time
 from varshift.vocabulary import DROPOUT_KINDS, GROUP_SELECTORS, POSITIONS, is_neutral
 
 DropoutKind = Enum("DropoutKind", {kind: kind for kind in DROPOUT_KINDS})
@@ -107,6 +108,10 @@ class TrainerConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default; 1 avoids spinning on a busy CPU)
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     progress: bool = True  # progress bars of every pass
+    # data-parallel training (torchrun, hydra/launcher=slurm_ddp): BN statistics of the global batch (SyncBatchNorm)
+    # rather than of each process's slice of it
+    sync_bn: bool = False
+    collective_timeout_s: int = 600  # data-parallel training: how long a process waits for the others before it stops
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -195,6 +200,7 @@ def folder_name_exclusions() -> list[str]:
 
 
 RESOLVERS = {"sweep": sweep_values, "folder_name_exclusions": folder_name_exclusions}
+CACHED_RESOLVERS = {"launch_time": launch_time}  # resolved once per config, as Hydra's own ${now:...}
 
 
 def register_schema() -> None:
@@ -203,6 +209,9 @@ def register_schema() -> None:
     for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    for name, resolver in CACHED_RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
 def to_plain(cfg: DictConfig) -> dict:

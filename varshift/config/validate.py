@@ -79,6 +79,8 @@ def check_trainer(trainer: dict, val_split: float) -> None:
             "auto, cpu, cuda or cuda:N")
     require(trainer["threads"] is None or trainer["threads"] >= 1, "trainer.threads", trainer["threads"],
             "null (torch's default) or >= 1")
+    require(trainer["collective_timeout_s"] >= 1, "trainer.collective_timeout_s", trainer["collective_timeout_s"],
+            "a whole number of seconds >= 1")
     check_switch("trainer.bf16", trainer["bf16"])
     check_switch("trainer.channels_last", trainer["channels_last"])
     patience = trainer["early_stopping"]["patience"]

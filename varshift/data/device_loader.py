@@ -9,21 +9,52 @@ import torch
 from varshift.checks import whole_number
 from varshift.data.augment import crop_and_flip, normalise, normaliser
 from varshift.data.seeds import Stream, generator
+from varshift.data.shards import Shard
+
+UNSHARDED = Shard()
 
 
-def batch_count(images: int, batch_size: int, drop_last: bool, drop_single_last: bool) -> int:
-    """Batches of ``batch_size`` over ``images``, without a smaller last batch (``drop_last``) or a last batch of one
-    image (``drop_single_last``)."""
+def batch_count(images: int, batch_size: int, drop_last: bool, drop_single_last: bool,
+                shard: Shard = UNSHARDED) -> int:
+    """Batches of ``batch_size`` over ``images``, without a smaller last batch (``drop_last``), a last batch of one
+    image (``drop_single_last``) or, for a ``shard`` that splits batches, a last batch that gives some process fewer
+    images than the others (or one image, with ``drop_single_last``)."""
     full, rest = divmod(images, batch_size)
-    dropped = drop_last or (drop_single_last and rest == 1)
-    return full + int(rest > 0 and not dropped)
+    kept = rest > 0 and not drop_last and shard.keeps(rest, 2 if drop_single_last else 1)
+    return full + int(kept)
 
 
-def require_a_batch(images: int, batch_size: int, drop_last: bool, drop_single_last: bool) -> None:
-    if batch_count(images, batch_size, drop_last, drop_single_last) == 0:
+def require_a_batch(images: int, batch_size: int, drop_last: bool, drop_single_last: bool,
+                    shard: Shard = UNSHARDED) -> None:
+    """ValueError when the images give no batch, or (``shard``) a batch that its processes cannot split."""
+    shard.check_batch_size(batch_size, 2 if drop_single_last else 1)
+    if batch_count(images, batch_size, drop_last, drop_single_last, shard) == 0:
         dropped = "a last batch smaller than that" if drop_last else "a last batch of one image"
         raise ValueError(f"{images} image(s) in batches of {batch_size} give no batch once {dropped} "
                          "is dropped; use more images or a smaller batch_size")
+
+
+class PassBatches:
+    """The batches a loader yields in a pass: the epoch's batches, or the first ``limit`` of them (:meth:`set_limit`),
+    of which a ``shard`` reads its part (:mod:`varshift.data.shards`)."""
+
+    def __init__(self, images: int, batch_size: int, drop_last: bool, drop_single_last: bool, shard: Shard):
+        require_a_batch(images, batch_size, drop_last, drop_single_last, shard)
+        self.images, self.batch_size, self.shard = images, batch_size, shard
+        self.count = batch_count(images, batch_size, drop_last, drop_single_last, shard)
+        self.limit: int | None = None
+
+    def set_limit(self, limit: int | None) -> None:
+        self.limit = None if limit is None else whole_number("limit", limit, 1)
+
+    def indices(self) -> range:
+        """The indices (in the epoch) of the batches this process reads in the pass."""
+        return self.shard.batches(self.count if self.limit is None else min(self.count, self.limit))
+
+    def positions(self, batch: int) -> slice:
+        """The positions in the epoch's order of the images of batch ``batch`` that this process reads."""
+        start = batch * self.batch_size
+        return self.shard.positions(start, min(self.batch_size, self.images - start))
 
 
 class DeviceLoader:
@@ -46,6 +77,9 @@ class DeviceLoader:
     holds exactly one image (with ``batch_size`` > 1), for passes that run BN in training mode: BN cannot
     take batch statistics of one image (``Expected more than 1 value per channel when training``), and a
     variance probe cannot take an unbiased variance of one.
+
+    ``shard``: the part of each pass this process reads when several processes read the data together
+    (:mod:`varshift.data.shards`); :meth:`set_limit` cuts the passes to the epoch's first batches.
     """
 
     def __init__(
@@ -64,6 +98,7 @@ class DeviceLoader:
         drop_last: bool = False,
         drop_single_last: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
+        shard: Shard = UNSHARDED,
     ):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
@@ -80,8 +115,6 @@ class DeviceLoader:
                 f"mean {tuple(mean)} and std {tuple(std)} need one value per channel ({channels}), std > 0"
             )
         self.batch_size = whole_number("batch_size", batch_size, 1)
-        self.drop_last = bool(drop_last)
-        self.drop_single_last = bool(drop_single_last)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -89,7 +122,7 @@ class DeviceLoader:
         self.flip = bool(flip)
         self.shuffle = bool(shuffle)
         self.seed = whole_number("seed", seed, 0)
-        require_a_batch(len(images), self.batch_size, self.drop_last, self.drop_single_last)
+        self.batches = PassBatches(len(images), self.batch_size, bool(drop_last), bool(drop_single_last), shard)
         self.memory_format = memory_format
         self.epoch = 0
         self._scale, self._shift = normaliser(mean, std, self.device)
@@ -99,10 +132,14 @@ class DeviceLoader:
         return len(self.images)
 
     def __len__(self) -> int:
-        return batch_count(self.num_samples, self.batch_size, self.drop_last, self.drop_single_last)
+        return len(self.batches.indices())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = whole_number("epoch", epoch, 0)
+
+    def set_limit(self, limit: int | None) -> None:
+        """Passes over only the epoch's first ``limit`` batches (None: all of them)."""
+        self.batches.set_limit(limit)
 
     def _draws(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """This epoch's order, crop offsets ``[2, N]`` and flips ``[N]`` (None where unused), on device."""
@@ -117,8 +154,8 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, offsets, flips = self._draws()
-        for batch in range(len(self)):
-            span = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+        for batch in self.batches.indices():
+            span = self.batches.positions(batch)
             index = span if order is None else order[span]
             x, y = self.images[index], self.labels[index]
             if offsets is not None or flips is not None:

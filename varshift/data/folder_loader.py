@@ -33,9 +33,10 @@ from torchvision.transforms.v2 import functional as F
 
 from varshift.checks import whole_number
 from varshift.data.augment import normalise, normaliser
-from varshift.data.device_loader import batch_count, require_a_batch
+from varshift.data.device_loader import UNSHARDED, PassBatches
 from varshift.data.folders import ImageFiles
 from varshift.data.seeds import Stream, derived_seed, generator
+from varshift.data.shards import Shard
 from varshift.errors import DatasetCorruptedError
 
 CROP_AREA = (0.08, 1.0)  # RandomResizedCrop's defaults, those of torchvision's classification reference
@@ -43,9 +44,14 @@ CROP_ASPECT = (3 / 4, 4 / 3)
 PREFETCH_BATCHES = 4  # per worker
 
 
-def default_workers() -> int:
-    """One decoding process per CPU core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def default_workers(processes: int = 1) -> int:
+    """One decoding process per CPU core this process may run on; when ``processes`` training processes share this
+    machine, per core of its share: SLURM's CPUs per task in a SLURM job, else the cores divided among them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if processes == 1:
+        return cores
+    share = int(os.environ.get("SLURM_CPUS_PER_TASK", 0)) or cores // processes
+    return max(1, min(cores, share))
 
 
 class FolderImages(Dataset):
@@ -87,16 +93,17 @@ class FolderImages(Dataset):
 
 
 class EpochBatches:
-    """The keys ``(epoch, index)`` of each batch of an epoch: the epoch's order cut into batches (a batch sampler).
+    """The keys ``(epoch, index)`` of each batch of an epoch: the epoch's order cut into batches (a batch sampler), of
+    which a ``shard`` reads its part, in passes cut to the epoch's first batches or not (:class:`PassBatches`).
 
     ``order`` is the one place an epoch's order is drawn: a permutation from ``(seed, epoch)`` when shuffling (the
     permutation :class:`~varshift.data.DeviceLoader` draws for as many images), else the images in order.
     """
 
     def __init__(self, images: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
-                 drop_single_last: bool):
-        self.images, self.batch_size, self.shuffle, self.seed = images, batch_size, shuffle, seed
-        self.drop_last, self.drop_single_last = drop_last, drop_single_last
+                 drop_single_last: bool, shard: Shard = UNSHARDED):
+        self.images, self.shuffle, self.seed = images, shuffle, seed
+        self.passes = PassBatches(images, batch_size, drop_last, drop_single_last, shard)
         self.epoch = 0
 
     def order(self, epoch: int) -> torch.Tensor:
@@ -105,12 +112,12 @@ class EpochBatches:
         return torch.randperm(self.images, generator=generator(self.seed, Stream.EPOCH, epoch))
 
     def __len__(self) -> int:
-        return batch_count(self.images, self.batch_size, self.drop_last, self.drop_single_last)
+        return len(self.passes.indices())
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, order = self.epoch, self.order(self.epoch).tolist()
-        for batch in range(len(self)):
-            yield [(epoch, index) for index in order[batch * self.batch_size:(batch + 1) * self.batch_size]]
+        for batch in self.passes.indices():
+            yield [(epoch, index) for index in order[self.passes.positions(batch)]]
 
 
 class FolderLoader:
@@ -118,23 +125,23 @@ class FolderLoader:
     normalised by ``mean`` and ``std`` in ``memory_format``, ``y`` int64 ``[B]``.
 
     ``augment``: the training view (random-resized crop, and a flip when ``flip``), else the test view (``resize``,
-    centre crop). ``shuffle``, ``seed``, ``drop_last``, ``drop_single_last`` and :meth:`set_epoch` as for
-    :class:`~varshift.data.DeviceLoader`. ``workers``: decoding processes (None: one per CPU core; 0: in this
-    process); they start with each pass and end with it.
+    centre crop). ``shuffle``, ``seed``, ``drop_last``, ``drop_single_last``, ``shard``, :meth:`set_epoch` and
+    :meth:`set_limit` as for :class:`~varshift.data.DeviceLoader`. ``workers``: decoding processes (None: one per CPU
+    core; 0: in this process); they start with each pass and end with it.
     """
 
     def __init__(self, files: ImageFiles, *, batch_size: int, size: int, resize: int, mean: Sequence[float],
                  std: Sequence[float], augment: bool = False, flip: bool = False, shuffle: bool = False, seed: int = 0,
                  device: str | torch.device = "cpu", drop_last: bool = False, drop_single_last: bool = False,
-                 memory_format: torch.memory_format = torch.contiguous_format, workers: int | None = None):
+                 memory_format: torch.memory_format = torch.contiguous_format, workers: int | None = None,
+                 shard: Shard = UNSHARDED):
         if len(files) == 0:
             raise ValueError("files is empty; a loader needs at least one image")
         batch_size = whole_number("batch_size", batch_size, 1)
-        require_a_batch(len(files), batch_size, bool(drop_last), bool(drop_single_last))
         self.device = torch.device(device)
         self.memory_format = memory_format
         self.batches = EpochBatches(len(files), batch_size, shuffle=bool(shuffle), seed=whole_number("seed", seed, 0),
-                                    drop_last=bool(drop_last), drop_single_last=bool(drop_single_last))
+                                    drop_last=bool(drop_last), drop_single_last=bool(drop_single_last), shard=shard)
         images = FolderImages(files, size=whole_number("size", size), resize=whole_number("resize", resize, size),
                               augment=bool(augment), flip=bool(flip), seed=seed)
         workers = default_workers() if workers is None else whole_number("workers", workers, 0)
@@ -154,6 +161,10 @@ class FolderLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.epoch = whole_number("epoch", epoch, 0)
+
+    def set_limit(self, limit: int | None) -> None:
+        """Passes over only the epoch's first ``limit`` batches (None: all of them)."""
+        self.batches.passes.set_limit(limit)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels, problems in self.loader:

@@ -3,16 +3,18 @@ loaders of the datasets held in memory, worker-decoded loaders of the image fold
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from varshift.data.device_loader import DeviceLoader
+from varshift.data.device_loader import UNSHARDED, DeviceLoader
 from varshift.data.folder_loader import FolderLoader
 from varshift.data.folders import ImageFiles, scan_image_folders
 from varshift.data.info import DatasetInfo, dataset_info
 from varshift.data.seeds import Stream, generator
+from varshift.data.shards import Shard
 from varshift.data.sources import load_dataset
 from varshift.data.subsets import balanced_indices, held_out_split, subset_size
 
@@ -25,7 +27,10 @@ class Loaders(NamedTuple):
 
     ``train`` and ``train_eval`` drop a last batch of exactly one image (``drop_single_last``): BN in
     training mode cannot normalise a single image. ``val`` and ``test`` keep every image: eval-mode BN
-    handles a batch of one."""
+    handles a batch of one.
+
+    With several processes (a ``shard`` of each): ``train`` splits every batch among them, the others hand out whole
+    batches in turn (:mod:`varshift.data.shards`)."""
 
     info: DatasetInfo
     train: DeviceLoader | FolderLoader
@@ -51,6 +56,7 @@ def build_loaders(
     info: DatasetInfo | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
     workers: int | None = None,
+    shard: Shard = UNSHARDED,
 ) -> Loaders:
     """Load dataset ``name`` from ``root`` and build its loaders on ``device``.
 
@@ -62,7 +68,8 @@ def build_loaders(
     ``batch_size``. ``memory_format``: the layout of the batches of every loader. Every file is checked, and
     labels must be below ``info.num_classes``. An image folder (``info.reads_folders``) is checked for its layout
     and its number of classes; its files are decoded while training, by ``workers`` processes (None: one per CPU
-    core; 0: in this process), and ``download`` and ``verify`` do not apply to it.
+    core; 0: in this process), and ``download`` and ``verify`` do not apply to it. ``shard``: this process's rank
+    among the processes that read the data together (:class:`Loaders`).
     """
     info = dataset_info(name) if info is None else info
     if info.name != name:
@@ -74,7 +81,7 @@ def build_loaders(
         test = _balanced_files(splits.test, test_subset, seed, Stream.TEST_SUBSET, "test_subset")
         return folder_loaders(info, train, test, batch_size=batch_size, test_batch_size=test_batch_size,
                               device=device, seed=seed, val_split=val_split, augment=augment,
-                              memory_format=memory_format, workers=workers)
+                              memory_format=memory_format, workers=workers, shard=shard)
     splits = load_dataset(name, root, download=download, verify=verify, num_classes=info.num_classes)
     expected = [info.channels, info.size, info.size]
     if list(splits.train_images.shape[1:]) != expected:
@@ -89,7 +96,7 @@ def build_loaders(
     )
     return loaders_over(info, (train_images, train_labels), (test_images, test_labels), batch_size=batch_size,
                         test_batch_size=test_batch_size, device=device, seed=seed, val_split=val_split,
-                        augment=augment, memory_format=memory_format)
+                        augment=augment, memory_format=memory_format, shard=shard)
 
 
 def check_val_split(val_split: float) -> None:
@@ -109,13 +116,14 @@ def loaders_over(
     val_split: float = 0.0,
     augment: bool = True,
     memory_format: torch.memory_format = torch.contiguous_format,
+    shard: Shard = UNSHARDED,
 ) -> Loaders:
     """The loaders of ``build_loaders`` over images already in memory: ``train`` and ``test`` are (uint8
     images ``[N, C, H, W]``, int64 labels ``[N]``) of dataset ``info``."""
     check_val_split(val_split)
     (train_images, train_labels), (test_images, test_labels) = train, test
     device = torch.device(device)
-    common = dict(mean=info.mean, std=info.std, device=device, seed=seed, memory_format=memory_format)
+    common = dict(mean=info.mean, std=info.std, device=device, seed=seed, memory_format=memory_format, shard=shard)
     evaluation = dict(batch_size=test_batch_size, **common)
     val = None
     if val_split:
@@ -127,7 +135,7 @@ def loaders_over(
     bn_training = dict(batch_size=batch_size, drop_single_last=True, **augmentation, **common)
     return Loaders(
         info=info,
-        train=DeviceLoader(train_images, train_labels, shuffle=True, **bn_training),
+        train=DeviceLoader(train_images, train_labels, shuffle=True, **split(bn_training)),
         test=DeviceLoader(test_images, test_labels, **evaluation),
         val=val,
         train_eval=DeviceLoader(train_images, train_labels, **bn_training),
@@ -137,12 +145,12 @@ def loaders_over(
 def folder_loaders(info: DatasetInfo, train: ImageFiles, test: ImageFiles, *, batch_size: int, test_batch_size: int,
                    device: str | torch.device = "cpu", seed: int = 0, val_split: float = 0.0, augment: bool = True,
                    memory_format: torch.memory_format = torch.contiguous_format,
-                   workers: int | None = None) -> Loaders:
+                   workers: int | None = None, shard: Shard = UNSHARDED) -> Loaders:
     """The loaders of ``build_loaders`` over the image files ``train`` and ``test`` of image-folder dataset ``info``;
     ``val`` holds out ``val_split`` of the training images, seen as test images are."""
     check_val_split(val_split)
     common = dict(size=info.size, resize=info.resize, mean=info.mean, std=info.std, device=device, seed=seed,
-                  memory_format=memory_format, workers=workers)
+                  memory_format=memory_format, workers=workers, shard=shard)
     evaluation = dict(batch_size=test_batch_size, **common)
     val = None
     if val_split:
@@ -151,11 +159,16 @@ def folder_loaders(info: DatasetInfo, train: ImageFiles, test: ImageFiles, *, ba
     bn_training = dict(batch_size=batch_size, drop_single_last=True, augment=augment, flip=info.flip, **common)
     return Loaders(
         info=info,
-        train=FolderLoader(train, shuffle=True, **bn_training),
+        train=FolderLoader(train, shuffle=True, **split(bn_training)),
         test=FolderLoader(test, **evaluation),
         val=val,
         train_eval=FolderLoader(train, **bn_training),
     )
+
+
+def split(arguments: dict) -> dict:
+    """A loader's ``arguments`` with its shard splitting every batch among the processes (the training loader's)."""
+    return {**arguments, "shard": dataclasses.replace(arguments["shard"], split_batches=True)}
 
 
 def _subset_index(labels: torch.Tensor, subset, seed: int, stream: Stream, what: str) -> torch.Tensor | None:

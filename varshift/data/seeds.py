@@ -18,6 +18,7 @@ class Stream(IntEnum):
     VAL_SPLIT = 2
     TEST_SUBSET = 3
     AUGMENT = 4  # keys: epoch, image index (the augmentation of one image of an image folder)
+    PROCESS = 5  # keys: rank (the dropout noise of a data-parallel run's process of rank > 0)
 
 
 def derived_seed(seed: int, stream: Stream, *keys: int) -> int:

@@ -51,9 +51,15 @@ def stop_if_diverged(problems: list[str], *, epoch: int, saved_epoch: int, run_d
         "the divergence: a rerun skips it unless retry_diverged=true.")
 
 
-def stop_if_orphaned(parent_pid: int | None, *, epoch: int, saved_epoch: int, run_dir: Path) -> None:
-    """Raise ``ParentExited`` once this process is no longer the child of ``parent_pid`` (None: never)."""
-    if parent_pid is not None and os.getppid() != parent_pid:
+def is_orphaned(parent_pid: int | None) -> bool:
+    """Whether this process is no longer the child of ``parent_pid`` (None: never)."""
+    return parent_pid is not None and os.getppid() != parent_pid
+
+
+def stop_if_orphaned(orphaned: bool, *, parent_pid: int | None, epoch: int, saved_epoch: int, run_dir: Path) -> None:
+    """Raise ``ParentExited`` when ``orphaned``: the process that started the run, ``parent_pid`` (in data-parallel
+    training: that started one of its processes), has exited."""
+    if orphaned:
         raise ParentExited(
             f"the process that started this run (pid {parent_pid}) has exited; {run_dir} stops in "
             f"epoch {epoch} and keeps its checkpoint of epoch {saved_epoch}: rerun it to resume")

@@ -2,20 +2,23 @@
 an optimiser, with a progress bar named by the caller.
 
 Sums are accumulated on the device, so a step never waits for the host; the totals are read once, at the end.
+With several processes, each passing its share of the data (data-parallel training), ``gather`` collects every
+process's totals (:meth:`varshift.training.distributed.Group.gather`): each process returns the numbers of the whole
+data, added in the order of the ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from varshift.bn import model_device
+from varshift.bn import Gather, model_device
 from varshift.training.optim import l1_penalty
 
 
@@ -31,13 +34,27 @@ def autocast(model: nn.Module, bf16: bool):
     return contextlib.nullcontext()
 
 
+def added(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The totals of every process (``parts``, in rank order) added up, key by key; None where a process has none."""
+    totals = {}
+    for key in parts[0]:
+        values = [part[key] for part in parts if part[key] is not None]
+        totals[key] = sum(values[1:], values[0]) if values else None
+    return totals
+
+
+def every_process(totals: dict[str, Any], gather: Gather | None) -> list[dict[str, Any]]:
+    """``totals`` of every process, in rank order (this process's alone without ``gather``)."""
+    return [totals] if gather is None else gather(totals)
+
+
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, *, label: str,
                     l1: float = 0.0, bf16: bool = False, progress: bool = True,
-                    before_step: Callable[[], None] | None = None) -> dict:
+                    before_step: Callable[[], None] | None = None, gather: Gather | None = None) -> dict:
     """Train ``model`` once over ``loader``; return the epoch's mean ``train_loss`` and ``train_acc`` (%).
 
     ``l1`` adds that multiple of the L1 norm of the conv and linear weights to the loss; ``before_step`` is called
-    before each batch (a check that may stop the run).
+    before each batch (a check that may stop the run); ``gather``: see the module's docstring.
     """
     model.train()
     device = model_device(model)
@@ -57,7 +74,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         loss_sum += loss.detach() * y.numel()
         correct += (logits.argmax(1) == y).sum()
         seen += y.numel()
-    return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+    totals = added(every_process({"loss": loss_sum.item(), "correct": correct.item(), "seen": seen}, gather))
+    return {"train_loss": totals["loss"] / totals["seen"], "train_acc": 100.0 * totals["correct"] / totals["seen"]}
 
 
 TOP_K = 5  # top-5 accuracy, ImageNet's second metric, for a network of more than TOP_K classes
@@ -76,9 +94,9 @@ class Evaluation(NamedTuple):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = False, progress: bool = True,
-             per_class: bool = False) -> Evaluation:
+             per_class: bool = False, gather: Gather | None = None) -> Evaluation:
     """Loss, accuracy, top-5 accuracy and (``per_class``) the accuracy of each class of ``model`` in eval mode
-    over ``loader``."""
+    over ``loader`` (``gather``: see the module's docstring)."""
     model.eval()
     device = model_device(model)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -98,9 +116,15 @@ def evaluate(model: nn.Module, loader: Iterable, *, label: str, bf16: bool = Fal
         if counts is not None:
             counts.add(y, hits, classes)
         seen += y.numel()
-    top5_acc = 100.0 * correct_top5.item() / seen if classes > TOP_K else None
-    return Evaluation(loss_sum.item() / seen, 100.0 * correct.item() / seen, top5_acc,
-                      None if counts is None else counts.accuracy())
+    parts = every_process({"loss": loss_sum.item(), "correct": correct.item(), "top5": correct_top5.item(),
+                           "seen": seen, "classes": classes,
+                           "class_counts": None if counts is None else counts.on_cpu()}, gather)
+    classes = max(part["classes"] for part in parts)  # 0 for a process that had no batch
+    totals = added(parts)
+    seen = totals["seen"]
+    top5_acc = 100.0 * totals["top5"] / seen if classes > TOP_K else None
+    return Evaluation(totals["loss"] / seen, 100.0 * totals["correct"] / seen, top5_acc,
+                      None if counts is None else ClassCounts.accuracy(totals["class_counts"]))
 
 
 class ClassCounts:
@@ -118,9 +142,14 @@ class ClassCounts:
         self.seen.index_add_(0, labels, torch.ones_like(labels, dtype=torch.int64))
         self.correct.index_add_(0, labels, hits.to(torch.int64))
 
-    def accuracy(self) -> list[float]:
-        """Accuracy (%) per class; NaN where the data held no image of the class."""
-        seen, correct = self.seen.double().cpu(), self.correct.double().cpu()
+    def on_cpu(self) -> torch.Tensor | None:
+        """Images and correct predictions per class, ``[2, classes]`` on the CPU (None before any image)."""
+        return None if self.seen is None else torch.stack([self.seen, self.correct]).cpu()
+
+    @staticmethod
+    def accuracy(counts: torch.Tensor) -> list[float]:
+        """Accuracy (%) per class of ``counts`` (:meth:`on_cpu`); NaN where the data held no image of the class."""
+        seen, correct = counts.double()
         return (100.0 * correct / seen).tolist()
 
 

@@ -10,10 +10,19 @@ A run directory belongs to one process and one config: :func:`run` locks it for 
 (``varshift.rundir``), writes the config once to ``config.yaml`` before the first epoch, and refuses a rerun
 whose config differs in a key that is not neutral (``varshift.training.checkpoint``). Nothing non-finite is kept
 (``varshift.training.guards``).
+
+Data-parallel training (``varshift.training.distributed``: torchrun, or a SLURM job of one task per GPU): every
+process builds the same network and data, trains on its slice of every batch (DDP averages the gradients) and measures
+its share of every other pass, and the numbers it records are those of all processes together. Rank 0 alone holds
+the run directory, decides whether the run trains (the others follow its decision), and writes the checkpoints, the
+records and wandb; every process resumes from the same checkpoint, which keeps every process's RNG state. A stop
+(divergence, an orphaned process) is agreed by all processes, so they stop together.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -23,18 +32,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from varshift import theory
 from varshift.bn import recalibrate_bn
 from varshift.data import DatasetInfo, Loaders, build_loaders
-from varshift.errors import RunInterrupted, TrainingDiverged
+from varshift.data.folder_loader import default_workers
+from varshift.data.seeds import Stream, derived_seed
+from varshift.errors import ParentExited, RunInterrupted, TrainingDiverged, as_echo
 from varshift.identity import CONFIG_FILE, SUMMARY_FILE
 from varshift.models import build_model
 from varshift.probes import TrainingPass, layer_table, measure_variance_shift, training_pass
 from varshift.progress import console_fallback, epoch_line, summary_table
 from varshift.rundir import locked, read_run_file, remove_stale_temporary_files
 from varshift.tracking import RunRecorder
-from varshift.training import checkpoint, guards, reuse
+from varshift.training import checkpoint, distributed, guards, reuse
 from varshift.training.interrupts import Interrupts
 from varshift.training.loop import CountedPasses, Evaluation, autocast, evaluate, progress_bar, train_one_epoch
 from varshift.training.optim import build_optimizer, build_scheduler
@@ -42,13 +54,13 @@ from varshift.training.setup import (
     describe_hardware,
     device_name,
     memory_format,
-    resolve_device,
     rng_state,
     seed_everything,
     set_rng_state,
     switch_on,
     versions,
 )
+from varshift.training.sync_batchnorm import per_process_statistics, synchronise
 
 log = logging.getLogger(__name__)
 STATE_KEYS = ("epoch", "best_val_acc", "epochs_without_improvement", "stopped_early", "best_test_acc", "wall_time")
@@ -73,14 +85,18 @@ def top5_record(key: str, evaluation: Evaluation) -> dict:
 class Trainer:
     """Trains one model from a plain, validated config (``varshift.config.to_plain`` + ``validate``)."""
 
-    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None, *, parent_pid: int | None = None):
+    def __init__(self, cfg: dict, run_dir: Path, loaders: Loaders | None = None, *, parent_pid: int | None = None,
+                 group: distributed.Group | None = None):
         """``loaders`` replaces the dataset of ``cfg`` (benchmarks pass synthetic data, in the memory format they
         train in); with ``parent_pid`` training stops (``ParentExited``) once this process is no longer that
-        process's child."""
+        process's child. ``group``: the processes that train the run (by default those the launcher's environment
+        names, :func:`varshift.training.distributed.start`)."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         trainer = cfg["trainer"]
-        self.device = resolve_device(trainer["device"])
+        self.group = group or distributed.start(trainer)
+        self.gather = self.group.gather if self.group.distributed else None
+        self.device = self.group.device
         self.bf16 = switch_on(trainer["bf16"], self.device)
         self.channels_last = switch_on(trainer["channels_last"], self.device)
         layout = memory_format(trainer, self.device)
@@ -88,23 +104,40 @@ class Trainer:
             torch.set_num_threads(trainer["threads"])
         # what the config leaves open ("auto", the default thread count) and may differ on a resumption
         self.hardware = {"device": device_name(self.device), "threads": torch.get_num_threads()}
+        ranks = self.group.ranks
+        if ranks.distributed:
+            self.hardware["processes"] = ranks.world_size
         self.parent_pid = parent_pid
         seed_everything(cfg["seed"], trainer["deterministic"])
         data = cfg["dataset"]
+        shard = self.group.shard()
+        check_batch_size(trainer["batch_size"], shard)
         self.loaders = loaders or build_loaders(
             data["name"], data["root"], batch_size=trainer["batch_size"],
             test_batch_size=trainer["test_batch_size"], device=self.device, seed=cfg["seed"],
             subset=data["subset"], test_subset=data["test_subset"], val_split=data["val_split"],
             download=data["download"], verify=data["verify"], info=DatasetInfo.from_config(data),
-            memory_format=layout, workers=data["workers"])
+            memory_format=layout, shard=shard,
+            workers=default_workers(ranks.local_world_size) if data["workers"] is None else data["workers"])
         info = self.loaders.info
         self.model = build_model(cfg["model"]["name"], num_classes=info.num_classes, in_channels=info.channels,
                                  dropout=cfg["dropout"], position=cfg["dropout"]["position"],
                                  **cfg["model"]["kwargs"]).to(self.device, memory_format=layout)
-        self.forward = torch.compile(self.model) if trainer["compile"] else self.model
+        self.forward = self.model
+        if ranks.distributed:
+            # every process holds the same BN statistics after each epoch (Group.broadcast_buffers), not at each step
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=device_ids, forward_sync_buffers=False)
+            if trainer["sync_bn"]:
+                synchronise(self.model)  # in place, once wrapped (sync_batchnorm.synchronise: CPU processes)
+        if trainer["compile"]:
+            self.forward = torch.compile(self.forward)
+        if not ranks.main:  # dropout noise of its own (rank 0's is that of a run of one process)
+            # numpy's global generator takes a 32-bit seed
+            seed_everything(derived_seed(cfg["seed"], Stream.PROCESS, ranks.rank) % 2**32, trainer["deterministic"])
         self.optimizer = build_optimizer(self.model, cfg["optim"], self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg["optim"], trainer["epochs"])
-        self.recorder = RunRecorder(self.run_dir, cfg)
+        self.recorder = RunRecorder(self.run_dir, cfg, writes=ranks.main)
         self.epoch = 0
         self.best_val_acc = -1.0
         self.epochs_without_improvement = 0
@@ -115,17 +148,21 @@ class Trainer:
         self.interrupts = Interrupts()  # SIGINT and SIGTERM, while run() runs
 
     # -- checkpoints --
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
-                **{key: getattr(self, key) for key in STATE_KEYS}, "config": self.cfg, "hardware": self.hardware}
+    def state_dict(self, process_rngs: list[dict] | None = None) -> dict:
+        """The run's state; ``process_rngs``: the RNG state of every process of a data-parallel run, in rank order."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "recorder": self.recorder.state_dict(),
+                 **{key: getattr(self, key) for key in STATE_KEYS}, "config": self.cfg, "hardware": self.hardware}
+        return state if process_rngs is None else {**state, "process_rng": process_rngs}
 
     def keep_epoch(self, row: dict) -> None:
         """Record the epoch's ``row`` (files, wandb) and checkpoint it: all of it, or, when an interrupt comes first,
-        none of it (an interrupt that comes meanwhile waits until it is kept)."""
+        none of it (an interrupt that comes meanwhile waits until it is kept). Rank 0 writes; every process keeps."""
+        process_rngs = self.gather(rng_state()) if self.gather else None
         with self.interrupts.deferred():
             self.recorder.log_epoch(row)
-            checkpoint.save_checkpoint(self.run_dir / checkpoint.CHECKPOINT, self.state_dict())
+            if self.group.main:
+                checkpoint.save_checkpoint(self.run_dir / checkpoint.CHECKPOINT, self.state_dict(process_rngs))
             self.saved_epoch = self.epoch
             self.recorder.write_files()
 
@@ -135,82 +172,109 @@ class Trainer:
             return False
         state = checkpoint.load_checkpoint(path)
         checkpoint.check_same_config(state["config"], self.cfg, path)
-        if state["hardware"] != self.hardware:
+        if state["hardware"] != self.hardware and self.group.main:
             print(f"WARNING: {self.run_dir} ran until epoch {state['epoch']} on {describe_hardware(state['hardware'])} "
                   f"and resumes on {describe_hardware(self.hardware)}: other kernels round differently, so its "
                   "results may differ from an uninterrupted run's", file=sys.stderr)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        # a process that the checkpoint has no RNG state for (it was written by fewer) keeps its own
+        rngs = state.get("process_rng") or [state["rng"]]
+        if self.group.ranks.rank < len(rngs):
+            set_rng_state(rngs[self.group.ranks.rank])
         self.recorder.load_state_dict(state["recorder"])
         for key in STATE_KEYS:
             setattr(self, key, state[key])
         self.saved_epoch = self.epoch
         return True
 
-    # -- stopping --
+    # -- stopping (every process together) --
+    def told(self, error: BaseException) -> BaseException:
+        """``error`` as this process raises it when every process raises it: rank 0 reports it."""
+        return error if self.group.main else as_echo(error)
+
     def stop_if_diverged(self, problems: list[str]) -> None:
-        guards.stop_if_diverged(problems, epoch=self.epoch, saved_epoch=self.saved_epoch, run_dir=self.run_dir,
-                                lr=self.optimizer.param_groups[0]["lr"])
+        """Stop when some process found ``problems``, naming those of every process."""
+        if self.gather:
+            problems = list(dict.fromkeys(problem for found in self.gather(problems) for problem in found))
+        try:
+            guards.stop_if_diverged(problems, epoch=self.epoch, saved_epoch=self.saved_epoch, run_dir=self.run_dir,
+                                    lr=self.optimizer.param_groups[0]["lr"])
+        except TrainingDiverged as error:
+            raise self.told(error) from None
 
     def stop_if_orphaned(self) -> None:
-        guards.stop_if_orphaned(self.parent_pid, epoch=self.epoch, saved_epoch=self.saved_epoch,
-                                run_dir=self.run_dir)
+        if self.parent_pid is None:
+            return
+        try:
+            guards.stop_if_orphaned(self.group.any(guards.is_orphaned(self.parent_pid)), parent_pid=self.parent_pid,
+                                    epoch=self.epoch, saved_epoch=self.saved_epoch, run_dir=self.run_dir)
+        except ParentExited as error:
+            raise self.told(error) from None
 
     # -- passes --
     @property
     def progress(self) -> bool:
-        return self.cfg["trainer"]["progress"]
+        return self.cfg["trainer"]["progress"] and self.group.main
 
     def train_epoch(self) -> dict:
         self.loaders.train.set_epoch(self.epoch)
-        return train_one_epoch(self.forward, self.loaders.train, self.optimizer,
-                               label=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}",
-                               l1=self.cfg["optim"]["l1"], bf16=self.bf16, progress=self.progress,
-                               before_step=self.stop_if_orphaned)
+        row = train_one_epoch(self.forward, self.loaders.train, self.optimizer,
+                              label=f"epoch {self.epoch}/{self.cfg['trainer']['epochs']}",
+                              l1=self.cfg["optim"]["l1"], bf16=self.bf16, progress=self.progress,
+                              before_step=self.stop_if_orphaned, gather=self.gather)
+        self.group.broadcast_buffers(self.model)
+        return row
 
     def evaluate(self, loader, label: str) -> Evaluation:
         """Loss, accuracy (%) and top-5 accuracy (%, more than 5 classes) in eval mode."""
-        return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress)
+        return evaluate(self.forward, loader, label=label, bf16=self.bf16, progress=self.progress,
+                        gather=self.gather)
 
     def evaluate_test_per_class(self, label: str) -> Evaluation:
         """The test data in eval mode, with the accuracy (%) of each class (a list indexed by label)."""
         return evaluate(self.forward, self.loaders.test, label=label, bf16=self.bf16, progress=self.progress,
-                        per_class=True)
+                        per_class=True, gather=self.gather)
 
-    def training_pass(self):
+    def training_pass(self, max_batches: int | None = None):
         """The training images with their augmentation, unshuffled, as the model sees them in training: the
-        paper's data for measuring the shift and for BN recalibration."""
+        paper's data for measuring the shift and for BN recalibration; its first ``max_batches`` batches (None:
+        all), of which this process passes its share."""
         self.loaders.train_eval.set_epoch(self.epoch)
+        self.loaders.train_eval.set_limit(max_batches)
         return self.loaders.train_eval
 
-    def training_pass_batches(self, max_batches: int | None) -> int:
-        return len(self.loaders.train_eval) if max_batches is None else min(len(self.loaders.train_eval), max_batches)
+    def batch_statistics_pass(self, label: str, passes: int, max_batches: int | None):
+        """The passes of a probe or of BN recalibration: their data (:meth:`training_pass`) counted by a progress bar,
+        autocast, and synchronised BN layers normalising per process (each holds whole batches of its own)."""
+        data = self.training_pass(max_batches)
+        stack = contextlib.ExitStack()
+        bar = stack.enter_context(progress_bar(label, total=passes * len(data), enabled=self.progress))
+        stack.enter_context(autocast(self.model, self.bf16))
+        stack.enter_context(per_process_statistics(self.model))
+        return stack, CountedPasses(data, bar)
 
     def measure_shift(self, stage: str, training: TrainingPass | None = None) -> tuple[pd.DataFrame, TrainingPass]:
         """The per-layer variance table (recorded under ``stage``, per channel too with ``probe.per_channel``) and its
         training-mode pass, which a probe after BN recalibration reuses (``training``: it does not depend on the BN
         running statistics); ``TrainingDiverged`` if the table is not finite."""
-        max_batches = self.cfg["probe"]["batches"]
         # a pass over the data in eval mode, and one in train mode unless given
-        total = (1 if training else 2) * self.training_pass_batches(max_batches)
-        with progress_bar(f"variance probe ({stage})", total=total, enabled=self.progress) as bar, \
-                autocast(self.model, self.bf16):
-            batches = CountedPasses(self.training_pass(), bar)
-            training = training or training_pass(self.model, batches, max_batches)
-            channels = measure_variance_shift(self.model, batches, per_channel=True, max_batches=max_batches,
-                                              training=training)
+        stack, batches = self.batch_statistics_pass(f"variance probe ({stage})", 1 if training else 2,
+                                                    self.cfg["probe"]["batches"])
+        with stack:
+            training = training or training_pass(self.model, batches, gather=self.gather)
+            channels = measure_variance_shift(self.model, batches, per_channel=True, training=training,
+                                              gather=self.gather)
         table = layer_table(channels)
         self.stop_if_diverged(guards.non_finite_probe(table, stage))
         self.recorder.log_variance(table, stage, self.epoch, channels if self.cfg["probe"]["per_channel"] else None)
         return table, training
 
     def recalibrate(self) -> None:
-        max_batches = self.cfg["probe"]["recalibrate_batches"]
-        with progress_bar("BN recalibration", total=self.training_pass_batches(max_batches),
-                          enabled=self.progress) as bar, autocast(self.model, self.bf16):
-            recalibrate_bn(self.model, CountedPasses(self.training_pass(), bar), max_batches=max_batches)
+        stack, batches = self.batch_statistics_pass("BN recalibration", 1, self.cfg["probe"]["recalibrate_batches"])
+        with stack:
+            recalibrate_bn(self.model, batches, gather=self.gather)
 
     def train_eval_accuracy(self) -> float:
         return self.evaluate(self.training_pass(), "training data, eval mode").acc
@@ -240,7 +304,8 @@ class Trainer:
             row["mean_shift"] = float(self.measure_shift("probe")[0]["shift"].mean())
         self.wall_time += time.perf_counter() - start
         self.keep_epoch(row)
-        log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
+        if self.group.main:
+            log.info(epoch_line(row, self.cfg["trainer"]["epochs"]))
 
     def training_images_per_s(self) -> float:
         """Over every epoch the run has trained (its checkpoint keeps them across resumptions)."""
@@ -306,11 +371,11 @@ class Trainer:
 
     def run(self) -> dict:
         with self.interrupts:
-            if self.resume():
-                print(f"resuming {self.run_dir} after epoch {self.epoch}", flush=True)
-            else:
-                print(f"training in {self.run_dir}", flush=True)
-            checkpoint.write_config(self.run_dir, self.cfg)
+            resumed = self.resume()
+            if self.group.main:
+                print(f"resuming {self.run_dir} after epoch {self.epoch}" if resumed else f"training in {self.run_dir}",
+                      flush=True)
+                checkpoint.write_config(self.run_dir, self.cfg)
             self.recorder.start_wandb()
             exit_code = 1
             try:
@@ -318,11 +383,12 @@ class Trainer:
                     self.run_epoch()
                 summary = self.finish()
                 exit_code = 0
-                log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
+                if self.group.main:
+                    log.info(f"{self.run_dir} complete:\n{summary_table(summary, self.training_images_per_s())}")
                 return summary
             except RunInterrupted as stop:
                 self.recorder.mark_interrupted()
-                raise self.interrupted(stop) from None
+                raise self.told(self.interrupted(stop)) from None
             finally:
                 self.recorder.finish_wandb(exit_code)
 
@@ -348,6 +414,14 @@ def finished_summary(cfg: dict, run_dir: Path) -> dict | None:
                                "skipping it: retry_diverged=true trains it again from "
                                + (f"its checkpoint of epoch {kept}" if kept else "the start"))
     return None
+
+
+def check_batch_size(batch_size: int, shard) -> None:
+    """The batch is split among the processes that train together: refused where they cannot split it."""
+    try:
+        dataclasses.replace(shard, split_batches=True).check_batch_size(batch_size, 2)
+    except ValueError as error:
+        raise ValueError(f"config trainer.{error}") from None
 
 
 def record_divergence(trainer: Trainer, error: TrainingDiverged) -> None:
@@ -376,20 +450,32 @@ def run(cfg: dict, run_dir: Path, *, stop_with_parent: bool = False) -> dict:
     """
     run_dir = Path(run_dir)
     parent_pid = os.getppid() if stop_with_parent else None
-    summary = finished_summary(cfg, run_dir)
-    if summary is not None:
-        return summary
-    with locked(run_dir):
-        summary = finished_summary(cfg, run_dir)  # another process may have finished it in the meantime
+    group = distributed.start(cfg["trainer"])
+    with contextlib.ExitStack() as held:
+        summary = group.shared(lambda: prepare(cfg, run_dir, held))
         if summary is not None:
             return summary
-        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a diverged run's, retried: the run is in progress
-        remove_stale_temporary_files(run_dir)
-        reuse.start_from_same_computation(cfg, run_dir)
         with console_fallback(logging.getLogger("varshift")):
-            trainer = Trainer(cfg, run_dir, parent_pid=parent_pid)
+            trainer = Trainer(cfg, run_dir, parent_pid=parent_pid, group=group)
             try:
                 return trainer.run()
             except TrainingDiverged as error:
-                record_divergence(trainer, error)
+                if group.main:
+                    record_divergence(trainer, error)
                 raise
+
+
+def prepare(cfg: dict, run_dir: Path, held: contextlib.ExitStack) -> dict | None:
+    """The summary of the run in ``run_dir`` if it needs no training; else None, with ``run_dir`` locked (until
+    ``held`` closes) and ready to train in."""
+    summary = finished_summary(cfg, run_dir)
+    if summary is not None:
+        return summary
+    held.enter_context(locked(run_dir))
+    summary = finished_summary(cfg, run_dir)  # another process may have finished it in the meantime
+    if summary is not None:
+        return summary
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a diverged run's, retried: the run is in progress
+    remove_stale_temporary_files(run_dir)
+    reuse.start_from_same_computation(cfg, run_dir)
+    return None

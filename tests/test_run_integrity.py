@@ -22,6 +22,7 @@ import yaml
 
 from varshift import training
 from varshift.analysis.collect import collect
+from varshift.identity import run_identity
 from varshift.io import CorruptFile, atomic_write, atomic_write_text
 from varshift.rundir import LOCK_FILE, RunDirInUse, locked
 from varshift.tracking import WANDB_TIMEOUT_S, RunRecorder
@@ -74,6 +75,23 @@ def test_config_yaml_is_written_once_and_a_skip_or_a_refusal_changes_no_file(mak
                                          r".*only logger, trainer.progress"):
         training.run(make_config("trainer.epochs=1", "dropout.rate=0.3"), tmp_path)
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_written_before_a_key_existed_is_the_same_run_at_the_keys_default(make_config, tmp_path):
+    """config.yaml of an earlier varshift lacks the keys added since (trainer.sync_bn, dataset.resize): a rerun skips
+    the complete run instead of refusing it, and the analysis and the sweep see one identity."""
+    cfg = make_config("trainer.epochs=1")
+    summary = training.run(cfg, tmp_path)
+    older = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    del older["trainer"]["sync_bn"], older["trainer"]["collective_timeout_s"], older["dataset"]["resize"]
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(older, sort_keys=False))
+    before = snapshot(tmp_path)
+
+    assert training.run(cfg, tmp_path) == summary
+    assert snapshot(tmp_path) == before
+    assert run_identity(older) == run_identity(cfg)
+    with pytest.raises(ValueError, match=r"trainer.sync_bn: False -> True"):
+        training.run(make_config("trainer.epochs=1", "trainer.sync_bn=true"), tmp_path)
 
 
 def test_a_resume_with_another_neutral_value_keeps_the_original_config_yaml(make_config, tmp_path, monkeypatch):

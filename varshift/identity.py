@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from varshift.config.schema import schema_defaults
 from varshift.io import DamagedFile, read_mapping
 from varshift.vocabulary import SEED_KEY, flatten, setting_keys
 
@@ -28,9 +29,17 @@ def frozen(value: Any) -> Any:
     return tuple(map(frozen, value)) if isinstance(value, (list, tuple)) else value
 
 
+def flat_config(config: dict) -> dict:
+    """``config`` (nested, plain) flattened, with each key it lacks (it was written before the key existed) at the
+    value that keeps what varshift did before it: the schema's default, or None where a group sets it (a new
+    option is off unless asked for). Runs trained before an upgrade stay the same runs."""
+    flat = flatten(config)
+    return {**{key: value for key, value in schema_defaults().items() if key not in flat}, **flat}
+
+
 def run_identity(config: dict) -> RunIdentity:
     """The identity of the run whose (nested, plain) config is ``config``."""
-    flat = flatten(config)
+    flat = flat_config(config)
     return RunIdentity(tuple(sorted((key, frozen(flat[key])) for key in setting_keys(flat))), flat.get(SEED_KEY))
 
 

@@ -13,6 +13,7 @@ This module imports no torch, so that ``varshift-train --help`` answers at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,7 +23,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from varshift.processes import launch_time
-from varshift.vocabulary import DROPOUT_KINDS, GROUP_SELECTORS, POSITIONS, is_neutral
+from varshift.vocabulary import DROPOUT_KINDS, GROUP_SELECTORS, POSITIONS, flatten, is_neutral
 
 DropoutKind = Enum("DropoutKind", {kind: kind for kind in DROPOUT_KINDS})
 Position = Enum("Position", {position: position for position in POSITIONS})
@@ -186,6 +187,13 @@ def schema_keys(schema: type = Config, prefix: str = "") -> list[str]:
     for name, kind in schema_fields(schema).items():
         keys += schema_keys(kind, f"{prefix}{name}.") if dataclasses.is_dataclass(kind) else [prefix + name]
     return keys
+
+
+@functools.cache
+def schema_defaults() -> dict[str, Any]:
+    """Every schema key (flattened) with its default, enums as names, and None where a group sets it (MISSING)."""
+    defaults = flatten(OmegaConf.to_container(OmegaConf.structured(Config), enum_to_str=True))
+    return {key: None if value == MISSING else value for key, value in defaults.items()}
 
 
 def sweep_values(values: list) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from varshift.identity import CONFIG_FILE
+from varshift.identity import CONFIG_FILE, flat_config
 from varshift.io import CorruptFile, atomic_write_text, read_verified, write_verified
-from varshift.vocabulary import NEUTRAL_KEYS, flatten, is_neutral
+from varshift.vocabulary import NEUTRAL_KEYS, is_neutral
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -39,7 +39,7 @@ def load_checkpoint(path: Path) -> dict:
 
 def check_same_config(saved: dict, cfg: dict, source: Path) -> None:
     """Refuse ``cfg`` where it differs from the config ``saved`` in ``source`` in a key that is not neutral."""
-    old, new = flatten(saved), flatten(cfg)
+    old, new = flat_config(saved), flat_config(cfg)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not is_neutral(k))
     if changed:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from varshift.identity import CONFIG_FILE, SUMMARY_FILE, readable_mapping
+from varshift.identity import CONFIG_FILE, SUMMARY_FILE, flat_config, readable_mapping
 from varshift.training import checkpoint
-from varshift.vocabulary import flatten, is_neutral
+from varshift.vocabulary import is_neutral
 
 # keys that cannot change a run's training, only its end-of-run measurement or where it is filed
 MEASUREMENT_KEYS = ("experiment_name", "probe.batches", "probe.recalibrate", "probe.recalibrate_batches")
@@ -31,7 +31,7 @@ SWEEP_MARKER = "multirun.yaml"  # Hydra writes it into every sweep folder
 
 def computation(cfg: dict) -> dict:
     """The keys of ``cfg`` (flattened) that decide what its training computes, with a silent dropout as none."""
-    flat = {key: value for key, value in flatten(cfg).items()
+    flat = {key: value for key, value in flat_config(cfg).items()
             if not is_neutral(key) and key not in MEASUREMENT_KEYS and not key.startswith("scale.")}
     if flat["dropout.kind"] == "none" or float(flat["dropout.rate"]) == 0.0:
         flat.update(SILENT_DROPOUT)

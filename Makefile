@@ -37,8 +37,10 @@ DEMO_ARGS ?=
 demo: theory data
 	$(PY) experiments/demo.py --scale demo --launcher local $(DEMO_ARGS) trainer.threads=1
 
+# The suite in two worker processes (pytest-xdist): most tests run one thread, so one process leaves a core idle.
+TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check varshift conf analysis tests benchmarks experiments

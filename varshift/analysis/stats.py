@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from varshift.analysis.markdown import markdown_table
 from varshift.io import atomic_write_text
@@ -34,6 +33,8 @@ def interval(values: np.ndarray) -> tuple[float, float, float, float]:
     if len(values) < 2:
         return mean, np.nan, np.nan, np.nan
     sd = float(np.std(values, ddof=1))
+    from scipy import stats  # a second to import: only seed statistics need it, not varshift-analysis --help
+
     half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * sd / np.sqrt(len(values))
     return mean, sd, mean - half, mean + half
 

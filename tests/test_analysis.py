@@ -68,10 +68,14 @@ def parse_cell(text: str) -> dict:
     return {"mean": match["mean"], "std": match["std"], "notes": notes}
 
 
+def cells(row: str) -> list[str]:
+    """The cells of a Markdown table row (an escaped "\\|" stays inside its cell)."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
 def markdown_rows(markdown: str) -> list[dict]:
     """The lines of a Markdown table as dicts keyed by its header."""
-    lines = [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()
-             if line.startswith("|")]
+    lines = [cells(line) for line in markdown.splitlines() if line.startswith("|")]
     return [dict(zip(lines[0], line, strict=True)) for line in lines[2:]]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_interrupts import metrics_without_timing
 
 from varshift import training
 from varshift.training import checkpoint, load_checkpoint
@@ -65,11 +66,6 @@ def finished(process: subprocess.Popen) -> str:
     output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
     assert process.returncode == 0, output
     return output
-
-
-def metrics_without_timing(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{key: value for key, value in row.items() if key not in ("seconds", "images_per_s")} for row in rows]
 
 
 def summary_without_timing(run_dir: Path) -> dict:

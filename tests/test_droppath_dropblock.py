@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_probes import train_statistics
 from timm.layers import DropBlock2d
 from timm.layers import DropPath as TimmDropPath
 from torch import nn
@@ -132,10 +133,7 @@ def residual_block_measurement(rate: float):
     model = Residual()
     generator = torch.Generator().manual_seed(3)
     batches = [torch.randn(64, 4, 6, 6, generator=generator) + 0.5 for _ in range(40)]
-    model.train()
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+    train_statistics(model, batches)
     return model, batches
 
 
@@ -168,10 +166,7 @@ def test_dropblock_before_bn_shifts_as_bernoulli_at_its_drop_fraction():
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), DropBlock(0.3), nn.BatchNorm2d(4, momentum=None))
     generator = torch.Generator().manual_seed(4)
     batches = [torch.randn(64, 2, 7, 7, generator=generator) for _ in range(40)]
-    model.train()
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+    train_statistics(model, batches)
     table = measure_variance_shift(model, batches)
     row = table.iloc[0]
     assert row["feed"] == "direct" and row["noise_variance"] == theory.dropblock_noise_variance(0.3, 3, 7, 7)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from test_analysis import cells
 
 from varshift.analysis.labels import POSITION_LABELS
 from varshift.paths import REPO_DIR, conf_file, conf_options
@@ -26,7 +27,7 @@ def run(*command: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def markdown_rows(path: Path) -> list[list[str]]:
     lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    return [cells(line) for line in lines[2:]]
 
 
 @pytest.fixture(scope="module")

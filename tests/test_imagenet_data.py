@@ -3,11 +3,12 @@ whatever decodes the images, and the config's checks."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
+from test_interrupts import metrics_without_timing
+from test_run_integrity import die_in_epoch
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as F
 
@@ -160,30 +161,18 @@ def test_a_pass_leaves_torchs_global_generator_where_it_was(imagenet_root):
 def test_a_killed_imagenet_run_resumes_with_other_workers_to_the_same_numbers(make_config, imagenet_root, tmp_path,
                                                                               monkeypatch):
     from varshift import training
-    from varshift.training import Trainer
 
     def config(workers: int) -> dict:
         return make_config("dataset=imagenet", f"dataset.root={imagenet_root}", "dataset.num_classes=10",
                            "dataset.size=24", "dataset.resize=28", "dataset.subset=128", "dataset.test_subset=60",
                            "trainer.epochs=2", "dropout.position=head", f"dataset.workers={workers}")
 
-    def numbers(run_dir) -> list[dict]:
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return [{key: value for key, value in row.items() if key not in ("seconds", "images_per_s")} for row in rows]
-
     expected = training.run(config(0), tmp_path / "uninterrupted")
-    original = Trainer.train_epoch
-
-    def killed_in_epoch_two(self):
-        if self.epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed_in_epoch_two)
+    die_in_epoch(2, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         training.run(config(0), tmp_path / "killed")
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    monkeypatch.undo()
     resumed = training.run(config(1), tmp_path / "killed")  # dataset.workers is neutral: a resume may change it
-    assert numbers(tmp_path / "killed") == numbers(tmp_path / "uninterrupted")
+    assert metrics_without_timing(tmp_path / "killed") == metrics_without_timing(tmp_path / "uninterrupted")
     for key in ("test_acc", "test_top5_acc", "test_acc_recalibrated", "mean_shift", "mean_shift_recalibrated"):
         assert resumed[key] == expected[key], key

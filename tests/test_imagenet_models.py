@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from test_probes import train_statistics
 from torch import nn
 
 from varshift.bn import batchnorm_layers, recalibrate_bn
@@ -94,10 +95,7 @@ def test_the_probe_sees_the_shift_of_the_bns_fed_by_dropout_and_recalibration_re
         bn.momentum = None
     generator = torch.Generator().manual_seed(1)
     batches = [torch.randn(16, 3, 64, 64, generator=generator) for _ in range(8)]
-    model.train()
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+    train_statistics(model, batches)
     table = measure_variance_shift(model, batches)
     assert table["name"].tolist() == [name for name, _ in layers]
     fed = table[table["fed_by_dropout"]]

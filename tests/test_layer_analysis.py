@@ -4,12 +4,12 @@ the statistics over seeds a reviewer asks for."""
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
+from test_analysis import cells
 
 from varshift.analysis.cli import main
 from varshift.analysis.stats import seed_statistics
@@ -19,11 +19,6 @@ SMOKE = ("trainer.epochs=2", "trainer.threads=1", "model.kwargs.channels=[4,8]",
          "probe.every=1", "probe.per_channel=true")
 SETTINGS = {"none": ("dropout=none",), "bn": ("dropout.position=before_bn",),
             "conv": ("dropout.position=before_conv",)}
-
-
-def cells(row: str) -> list[str]:
-    """The cells of a Markdown table row (an escaped "\\|" stays inside its cell)."""
-    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
 
 
 def assert_cells_line_up(markdown: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_probes import train_statistics
 from torch import nn
 
 from varshift import theory
@@ -99,10 +100,7 @@ def test_eq14_with_the_measured_correlation_gives_the_moving_variance_through_a_
     torch.manual_seed(0)
     model = nn.Sequential(nn.Dropout(rate), nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8, momentum=None))
     batches = correlated_batches(40, 128, 16, mean, var, rho, seed=1)
-    model.train()
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+    train_statistics(model, batches)
     row = measure_variance_shift(model, batches).iloc[0]
     assert (row["feed"], row["sources"]) == ("weight", "0 via 1")
     s2 = theory.noise_variance("bernoulli", rate)
@@ -137,10 +135,7 @@ def test_eq14_counts_only_the_taps_that_read_the_map_not_the_padding():
     model = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, momentum=None))
     generator = torch.Generator().manual_seed(2)
     batches = [1.0 + torch.randn(128, 3, 4, 4, generator=generator) for _ in range(20)]
-    model.train()
-    with torch.no_grad():
-        for x in batches:
-            model(x)
+    train_statistics(model, batches)
     row = measure_variance_shift(model, batches).iloc[0]
     tolerance = SIGMAS * math.sqrt(24 / (20 * 128 * 16))
     assert row["noise_predicted"] == pytest.approx(row["noise_measured"], rel=tolerance)
